@@ -1,0 +1,191 @@
+"""One builder per zoo entry (the names of ``wszoo.list_models()``), over one private factory.
+
+Builders are keyword-only and never touch the network unless weights are asked for. Docstrings
+quote the published COCO val2017 AP (``tests/test_zoo.py`` checks them against the table).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from torch import nn
+
+from .arch import DetectorArch
+from .registry import get_entry
+from .weights import WeightsArg, load_state_dict, resolve_weights
+from .zoo import ZooEntry
+
+__all__ = [
+    "faster_rcnn_r50_fpn_gn_ws_all_1x_coco",
+    "faster_rcnn_r101_fpn_gn_ws_all_1x_coco",
+    "faster_rcnn_x50_32x4d_fpn_gn_ws_all_1x_coco",
+    "faster_rcnn_x101_32x4d_fpn_gn_ws_all_1x_coco",
+    "mask_rcnn_r50_fpn_gn_ws_all_2x_coco",
+    "mask_rcnn_r101_fpn_gn_ws_all_2x_coco",
+    "mask_rcnn_x50_32x4d_fpn_gn_ws_all_2x_coco",
+    "mask_rcnn_x101_32x4d_fpn_gn_ws_all_2x_coco",
+    "mask_rcnn_r50_fpn_gn_ws_all_20_23_24e_coco",
+    "mask_rcnn_r101_fpn_gn_ws_all_20_23_24e_coco",
+    "mask_rcnn_x50_32x4d_fpn_gn_ws_all_20_23_24e_coco",
+    "mask_rcnn_x101_32x4d_fpn_gn_ws_all_20_23_24e_coco",
+    "resnet50_gn_ws",
+    "resnet101_gn_ws",
+    "resnext50_32x4d_gn_ws",
+    "resnext101_32x4d_gn_ws",
+    "resnext50_32x4d_gn",
+    "resnext101_32x4d_gn",
+    "faster_rcnn_r18_fpn_gn_ws",
+    "mask_rcnn_r18_fpn_gn_ws",
+]
+
+
+def _build(
+    name: str,
+    *,
+    weights: WeightsArg = None,
+    pretrained: bool = False,
+    progress: bool = True,
+    num_classes: Optional[int] = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Builds zoo entry ``name``, loading ``weights`` strictly if given.
+
+    Args:
+        name: Zoo name or alias.
+        weights: None (random init), ``"DEFAULT"`` (published weights), a zoo entry, or the
+            path of a ``.pth`` (MMDetection or wszoo layout) or ``.safetensors`` file.
+        pretrained: Same as ``weights="DEFAULT"`` (torch.hub habit).
+        progress: Show a download progress bar.
+        num_classes: Classes including background (detectors; default 81 for COCO), or the
+            classifier size of a backbone (default: none, or the checkpoint's).
+        **kwargs: Passed to :func:`wszoo.models.build_detector` (e.g. ``score_thresh``,
+            ``trainable_backbone_layers``, ``resize_backend``, ``image_scale``).
+    """
+    from .models import build_detector, build_resnet
+
+    entry = get_entry(name)
+    resolved = resolve_weights(entry, weights, pretrained=pretrained)
+    if isinstance(entry.arch, DetectorArch):
+        if isinstance(resolved, ZooEntry) and num_classes not in (None, entry.num_classes):
+            raise ValueError(
+                f"{entry.name}'s published weights have {entry.num_classes} classes (with background), "
+                f"num_classes={num_classes} was given; to fine-tune on other classes build with weights=None "
+                "and load the weights that fit"
+            )
+        model = build_detector(arch=entry.arch, num_classes=num_classes or entry.num_classes or 81, **kwargs)
+    else:
+        if kwargs:
+            raise TypeError(f"{entry.name} is a backbone; unexpected arguments {sorted(kwargs)}")
+        state_dict = load_state_dict(entry, resolved, progress=progress) if resolved is not None else None
+        if state_dict is not None and num_classes is None and "fc.weight" in state_dict:
+            num_classes = state_dict["fc.weight"].shape[0]
+        model = build_resnet(arch=entry.arch, num_classes=num_classes)
+        if state_dict is not None:
+            model.load_state_dict(state_dict, strict=True)
+        return model
+    if resolved is not None:
+        model.load_state_dict(
+            load_state_dict(entry, resolved, num_classes=num_classes or entry.num_classes, progress=progress),
+            strict=True,
+        )
+    return model
+
+
+def faster_rcnn_r50_fpn_gn_ws_all_1x_coco(**kwargs: Any) -> nn.Module:
+    """Faster R-CNN R-50-FPN GN+WS, 1x: COCO val2017 box AP 39.7."""
+    return _build("faster_rcnn_r50_fpn_gn_ws_all_1x_coco", **kwargs)
+
+
+def faster_rcnn_r101_fpn_gn_ws_all_1x_coco(**kwargs: Any) -> nn.Module:
+    """Faster R-CNN R-101-FPN GN+WS, 1x: COCO val2017 box AP 41.7."""
+    return _build("faster_rcnn_r101_fpn_gn_ws_all_1x_coco", **kwargs)
+
+
+def faster_rcnn_x50_32x4d_fpn_gn_ws_all_1x_coco(**kwargs: Any) -> nn.Module:
+    """Faster R-CNN X-50-32x4d-FPN GN+WS, 1x: COCO val2017 box AP 40.7."""
+    return _build("faster_rcnn_x50_32x4d_fpn_gn_ws_all_1x_coco", **kwargs)
+
+
+def faster_rcnn_x101_32x4d_fpn_gn_ws_all_1x_coco(**kwargs: Any) -> nn.Module:
+    """Faster R-CNN X-101-32x4d-FPN GN+WS, 1x: COCO val2017 box AP 42.1."""
+    return _build("faster_rcnn_x101_32x4d_fpn_gn_ws_all_1x_coco", **kwargs)
+
+
+def mask_rcnn_r50_fpn_gn_ws_all_2x_coco(**kwargs: Any) -> nn.Module:
+    """Mask R-CNN R-50-FPN GN+WS, 2x: COCO val2017 box AP 40.6, mask AP 36.6."""
+    return _build("mask_rcnn_r50_fpn_gn_ws_all_2x_coco", **kwargs)
+
+
+def mask_rcnn_r101_fpn_gn_ws_all_2x_coco(**kwargs: Any) -> nn.Module:
+    """Mask R-CNN R-101-FPN GN+WS, 2x: COCO val2017 box AP 42.0, mask AP 37.7."""
+    return _build("mask_rcnn_r101_fpn_gn_ws_all_2x_coco", **kwargs)
+
+
+def mask_rcnn_x50_32x4d_fpn_gn_ws_all_2x_coco(**kwargs: Any) -> nn.Module:
+    """Mask R-CNN X-50-32x4d-FPN GN+WS, 2x: COCO val2017 box AP 41.1, mask AP 37.0."""
+    return _build("mask_rcnn_x50_32x4d_fpn_gn_ws_all_2x_coco", **kwargs)
+
+
+def mask_rcnn_x101_32x4d_fpn_gn_ws_all_2x_coco(**kwargs: Any) -> nn.Module:
+    """Mask R-CNN X-101-32x4d-FPN GN+WS, 2x: COCO val2017 box AP 42.1, mask AP 37.9."""
+    return _build("mask_rcnn_x101_32x4d_fpn_gn_ws_all_2x_coco", **kwargs)
+
+
+def mask_rcnn_r50_fpn_gn_ws_all_20_23_24e_coco(**kwargs: Any) -> nn.Module:
+    """Mask R-CNN R-50-FPN GN+WS, 20-23-24e: COCO val2017 box AP 41.1, mask AP 37.1."""
+    return _build("mask_rcnn_r50_fpn_gn_ws_all_20_23_24e_coco", **kwargs)
+
+
+def mask_rcnn_r101_fpn_gn_ws_all_20_23_24e_coco(**kwargs: Any) -> nn.Module:
+    """Mask R-CNN R-101-FPN GN+WS, 20-23-24e: COCO val2017 box AP 43.1, mask AP 38.6."""
+    return _build("mask_rcnn_r101_fpn_gn_ws_all_20_23_24e_coco", **kwargs)
+
+
+def mask_rcnn_x50_32x4d_fpn_gn_ws_all_20_23_24e_coco(**kwargs: Any) -> nn.Module:
+    """Mask R-CNN X-50-32x4d-FPN GN+WS, 20-23-24e: COCO val2017 box AP 42.1, mask AP 38.0."""
+    return _build("mask_rcnn_x50_32x4d_fpn_gn_ws_all_20_23_24e_coco", **kwargs)
+
+
+def mask_rcnn_x101_32x4d_fpn_gn_ws_all_20_23_24e_coco(**kwargs: Any) -> nn.Module:
+    """Mask R-CNN X-101-32x4d-FPN GN+WS, 20-23-24e: COCO val2017 box AP 42.7, mask AP 38.5."""
+    return _build("mask_rcnn_x101_32x4d_fpn_gn_ws_all_20_23_24e_coco", **kwargs)
+
+
+def resnet50_gn_ws(**kwargs: Any) -> nn.Module:
+    """ImageNet R-50 with GN+WS (open-mmlab://jhu/resnet50_gn_ws); no published accuracy."""
+    return _build("resnet50_gn_ws", **kwargs)
+
+
+def resnet101_gn_ws(**kwargs: Any) -> nn.Module:
+    """ImageNet R-101 with GN+WS (open-mmlab://jhu/resnet101_gn_ws); no published accuracy."""
+    return _build("resnet101_gn_ws", **kwargs)
+
+
+def resnext50_32x4d_gn_ws(**kwargs: Any) -> nn.Module:
+    """ImageNet X-50-32x4d with GN+WS (open-mmlab://jhu/resnext50_32x4d_gn_ws); no published accuracy."""
+    return _build("resnext50_32x4d_gn_ws", **kwargs)
+
+
+def resnext101_32x4d_gn_ws(**kwargs: Any) -> nn.Module:
+    """ImageNet X-101-32x4d with GN+WS (open-mmlab://jhu/resnext101_32x4d_gn_ws); no published accuracy."""
+    return _build("resnext101_32x4d_gn_ws", **kwargs)
+
+
+def resnext50_32x4d_gn(**kwargs: Any) -> nn.Module:
+    """ImageNet X-50-32x4d with GN (open-mmlab://jhu/resnext50_32x4d_gn); no published accuracy."""
+    return _build("resnext50_32x4d_gn", **kwargs)
+
+
+def resnext101_32x4d_gn(**kwargs: Any) -> nn.Module:
+    """ImageNet X-101-32x4d with GN (open-mmlab://jhu/resnext101_32x4d_gn); no published accuracy."""
+    return _build("resnext101_32x4d_gn", **kwargs)
+
+
+def faster_rcnn_r18_fpn_gn_ws(**kwargs: Any) -> nn.Module:
+    """GN+WS Faster R-CNN R-18-FPN, a small architecture without published weights."""
+    return _build("faster_rcnn_r18_fpn_gn_ws", **kwargs)
+
+
+def mask_rcnn_r18_fpn_gn_ws(**kwargs: Any) -> nn.Module:
+    """GN+WS Mask R-CNN R-18-FPN, a small architecture without published weights."""
+    return _build("mask_rcnn_r18_fpn_gn_ws", **kwargs)

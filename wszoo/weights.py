@@ -1,0 +1,122 @@
+"""Weights: what a ``weights=`` argument means, and getting a native state dict for it.
+
+``"DEFAULT"`` (or ``pretrained=True``) means the entry's published checkpoint: downloaded
+through :mod:`wszoo.download` (mirrors, sha256 verification, cache), converted once, and cached
+as safetensors next to it, keyed by the source hash and the converter version. Later loads read
+only that safetensors file. A local ``.pth`` (MMDetection or wszoo layout) or ``.safetensors``
+path works too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from torch import Tensor
+
+from .arch import DetectorArch
+from .zoo import ZooEntry
+
+__all__ = ["WeightsArg", "resolve_weights", "load_state_dict", "converted_cache_path"]
+
+WeightsArg = Union[None, str, os.PathLike, ZooEntry]
+
+
+def resolve_weights(entry: ZooEntry, weights: WeightsArg, *, pretrained: bool = False) -> Union[None, ZooEntry, Path]:
+    """Turns ``weights`` / ``pretrained`` into None, a zoo entry (published weights) or a file path."""
+    if pretrained and weights not in (None, "DEFAULT"):
+        raise ValueError(f"pass either pretrained=True or weights=..., not both (got weights={weights!r})")
+    if pretrained or weights == "DEFAULT":
+        weights = entry
+    if weights is None:
+        return None
+    if isinstance(weights, ZooEntry):
+        if not weights.has_weights:
+            raise ValueError(f"{weights.name} has no published weights; build it with weights=None")
+        if weights.arch != entry.arch:
+            raise ValueError(f"weights of {weights.name} do not fit {entry.name}: {weights.arch} vs {entry.arch}")
+        return weights
+    if isinstance(weights, (str, os.PathLike)):
+        path = Path(weights).expanduser()
+        if path.is_file():
+            return path
+        raise ValueError(
+            f"weights={str(weights)!r} is neither 'DEFAULT', a zoo entry, nor an existing file; "
+            "pass weights='DEFAULT' for the published weights or the path of a .pth/.safetensors file"
+        )
+    raise TypeError(f"weights must be None, 'DEFAULT', a ZooEntry or a file path, got {type(weights).__name__}")
+
+
+def converted_cache_path(entry: ZooEntry, cache_dir: Optional[Path] = None) -> Path:
+    """Where the converted safetensors of ``entry``'s published checkpoint is cached."""
+    from .conversion.api import CONVERTER_VERSION
+    from .download import default_cache_dir
+
+    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return directory / "wszoo" / f"{entry.name}-{entry.sha256_prefix}-v{CONVERTER_VERSION}.safetensors"
+
+
+def load_state_dict(
+    entry: ZooEntry,
+    weights: Union[ZooEntry, Path],
+    *,
+    num_classes: Optional[int] = None,
+    progress: bool = True,
+    cache_dir: Optional[Path] = None,
+) -> dict[str, Tensor]:
+    """The native state dict for ``entry`` from resolved ``weights``.
+
+    Args:
+        entry: The model being built.
+        weights: A zoo entry (published weights) or a local file.
+        num_classes: Class count of the model (with background), for converting local files.
+        progress: Show a download progress bar.
+        cache_dir: Download cache (default: ``WSZOO_CACHE`` or torch.hub's checkpoints).
+    """
+    from .conversion.checkpoint import read_safetensors
+
+    if isinstance(weights, ZooEntry):
+        return read_safetensors(_published(weights, progress=progress, cache_dir=cache_dir))[0]
+    return _local(entry, weights, num_classes=num_classes)
+
+
+def _published(entry: ZooEntry, *, progress: bool, cache_dir: Optional[Path]) -> Path:
+    from filelock import FileLock
+
+    from .conversion.api import convert_file
+    from .download import download
+
+    converted = converted_cache_path(entry, cache_dir)
+    if converted.is_file():
+        return converted
+    source = download(
+        url=entry.model_url, file_name=entry.file_name, sha256_prefix=entry.sha256_prefix,
+        cache_dir=cache_dir, legacy_mirrors=entry.mirrors, progress=progress,
+    )
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(converted) + ".lock"):  # DDP ranks convert once
+        if not converted.is_file():
+            convert_file(source, converted, model=entry.name)
+    return converted
+
+
+def _is_native(entry: ZooEntry, state_dict: dict) -> bool:
+    if isinstance(entry.arch, DetectorArch):
+        return any(k.startswith(("backbone.body.", "roi_heads.")) for k in state_dict)
+    return "norm1.weight" in state_dict
+
+
+def _local(entry: ZooEntry, path: Path, *, num_classes: Optional[int]) -> dict[str, Tensor]:
+    from .conversion.api import convert_for, infer_arch
+    from .conversion.checkpoint import read_checkpoint, read_safetensors
+
+    if path.suffix == ".safetensors":
+        state_dict, _ = read_safetensors(path)
+    else:
+        state_dict, _ = read_checkpoint(path)
+    if _is_native(entry, state_dict):
+        return state_dict
+    if num_classes is None and not isinstance(entry.arch, DetectorArch):
+        num_classes = infer_arch(state_dict)[1]
+    return convert_for(state_dict, arch=entry.arch, num_classes=num_classes, what=f"{entry.name} ({path.name})")[0]
