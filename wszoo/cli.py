@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .registry import get_entry, list_models
-from .zoo import ENTRIES, ZooEntry
+from .registry import entries, get_entry, list_models
+from .zoo import ZooEntry
 
 JSON_FIELDS = (
     "name", "task", "backbone", "normalization", "lr_schedule", "train_mem_gb", "inf_fps", "box_ap", "mask_ap",
@@ -93,12 +93,12 @@ def _verify_targets(args) -> list[tuple[Path, Optional[ZooEntry]]]:
 
     cache = _cache_dir(args) or default_cache_dir()
     if args.all:
-        return [(cache / e.file_name, e) for e in ENTRIES if e.has_weights and (cache / e.file_name).is_file()]
+        return [(cache / e.file_name, e) for e in entries() if e.has_weights and (cache / e.file_name).is_file()]
     if args.target is None:
         raise ValueError("give a file, a model name, or --all")
     path = Path(args.target)
     if path.is_file():
-        return [(path, next((e for e in ENTRIES if e.file_name == path.name), None))]
+        return [(path, next((e for e in entries() if e.file_name == path.name), None))]
     entry = _with_weights(args.target)
     return [(cache / entry.file_name, entry)]
 
@@ -132,7 +132,7 @@ def _cmd_import(args) -> int:
     if not source.is_file():
         raise ValueError(f"{source} is not a file")
     digest = sha256_of_file(source)
-    entry = next((e for e in ENTRIES if e.has_weights and digest.startswith(e.sha256_prefix)), None)
+    entry = next((e for e in entries() if e.has_weights and digest.startswith(e.sha256_prefix)), None)
     if entry is None:
         print(f"refused: {source} (sha256 {digest[:16]}...) matches no zoo checkpoint", file=sys.stderr)
         return 1

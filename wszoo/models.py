@@ -139,6 +139,9 @@ def build_detector(
     detections_per_img: int = 100,
     resize_backend: str = "auto",
     image_scale: tuple[int, int] = (1333, 800),
+    rpn_pre_nms_top_n_test: int = 1000,
+    rpn_post_nms_top_n_test: int = 1000,
+    box_batch_size_per_image: int = 512,
 ) -> WSRCNN:
     """Builds a GN+WS Faster or Mask R-CNN with MMDetection v2's test settings.
 
@@ -152,6 +155,12 @@ def build_detector(
         detections_per_img: Detections kept per image.
         resize_backend: ``"auto"``, ``"cv2"`` or ``"torch"`` (see :mod:`wszoo.transforms`).
         image_scale: Keep-ratio resize target (long side, short side).
+        rpn_pre_nms_top_n_test: Proposals kept per level before NMS at test time.
+        rpn_post_nms_top_n_test: Proposals kept after NMS at test time.
+        box_batch_size_per_image: RoIs sampled per image for the R-CNN losses.
+
+    The defaults are the configs' (``nms_pre=1000``, ``max_per_img=1000``, ``num=512``); smaller
+    values trade accuracy for speed (the tests use them to stay fast on a CPU).
     """
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes counts background too and must be an int >= 2, got {num_classes!r}")
@@ -166,14 +175,14 @@ def build_detector(
         anchors,
         _rpn_head(256, anchors.num_anchors_per_location()[0]),
         fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
-        pre_nms_top_n={"training": 2000, "testing": 1000},
-        post_nms_top_n={"training": 1000, "testing": 1000},
+        pre_nms_top_n={"training": 2000, "testing": rpn_pre_nms_top_n_test},
+        post_nms_top_n={"training": 1000, "testing": rpn_post_nms_top_n_test},
         nms_thresh=0.7,
     )
     rpn.box_coder = rpn_coder()
     roi_heads = MMDetRoIHeads(
         MMDetRoIAlign(7), ConvFCBoxHead(256, conv_layer=conv), FastRCNNPredictor(1024, num_classes),
-        fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=512, positive_fraction=0.25,
+        fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=box_batch_size_per_image, positive_fraction=0.25,
         bbox_reg_weights=None, score_thresh=score_thresh, nms_thresh=nms_thresh,
         detections_per_img=detections_per_img,
     )

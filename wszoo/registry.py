@@ -8,7 +8,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 from .zoo import ENTRIES, ZooEntry
 
-__all__ = ["UnknownModelError", "get_entry", "list_models", "TASKS"]
+__all__ = ["UnknownModelError", "entries", "get_entry", "list_models", "TASKS"]
 
 TASKS = ("object_detection", "instance_segmentation", "backbone")
 
@@ -21,6 +21,11 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
+
+
+def entries() -> tuple[ZooEntry, ...]:
+    """Every zoo entry, in table order (the registry's view of :data:`wszoo.zoo.ENTRIES`)."""
+    return tuple(_BY_NAME.values())
 
 
 def _normalise(name: str) -> str:
@@ -77,7 +82,7 @@ def list_models(
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    return [e.name for e in _select(ENTRIES, include, exclude, task, backbone, has_weights)]
+    return [e.name for e in _select(entries(), include, exclude, task, backbone, has_weights)]
 
 
 def _select(entries: Iterable[ZooEntry], include, exclude, task, backbone, has_weights) -> list[ZooEntry]:
