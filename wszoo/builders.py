@@ -81,12 +81,13 @@ def _build(
             num_classes = state_dict["fc.weight"].shape[0]
         model = build_resnet(arch=entry.arch, num_classes=num_classes)
         if state_dict is not None:
-            model.load_state_dict(state_dict, strict=True)
+            model.load_state_dict(state_dict, strict=True, assign=True)
         return model
     if resolved is not None:
         model.load_state_dict(
             load_state_dict(entry, resolved, num_classes=num_classes or entry.num_classes, progress=progress),
             strict=True,
+            assign=True,  # adopt the loaded tensors instead of copying them: loading is I/O bound
         )
     return model
 

@@ -40,14 +40,16 @@ def read_checkpoint(path: os.PathLike | str) -> tuple[dict[str, Tensor], dict[st
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only load failed" in str(err).lower() or "weights_only" in str(err):
+        # The weights-only unpickler names the global it refused; anything else is damage.
+        refused = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "global" in line.split()]
+        if refused:
             raise UnsafeCheckpointError(
                 f"refused to load {path}: it needs arbitrary pickled Python objects, which could run code "
-                f"({str(err).splitlines()[0][:200]}...). wszoo only reads tensors and plain containers. "
+                f"({refused[0]}). wszoo only unpickles tensors and plain containers and never ran it. "
                 "If you trust the file, re-save its state dict (torch.save(ckpt['state_dict'], ...)) "
                 "in an environment you control, then convert that."
             ) from None
-        raise CheckpointError(f"{path} is corrupt or truncated ({err}); download it again") from None
+        raise CheckpointError(f"{path} is corrupt or truncated and cannot be read; download it again") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is corrupt or truncated and cannot be read ({err}); download it again") from None
     return _unwrap(obj, path)
@@ -84,20 +86,40 @@ def save_safetensors(state_dict: Mapping[str, Tensor], path: os.PathLike | str, 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=text_meta)
+        _canonicalise_header(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _canonicalise_header(path: Path) -> None:
+    """Rewrites the JSON header with sorted keys, in place.
+
+    safetensors writes ``__metadata__`` from a hash map, so its key order -- and the file's
+    bytes -- change from run to run. Every tensor's offsets are explicit in the header, so
+    reordering keys (same length, same content) keeps the file valid and makes it reproducible.
+    """
+    with open(path, "r+b") as f:
+        length = int.from_bytes(f.read(8), "little")
+        raw = f.read(length)
+        header = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+        if len(header) > length:  # cannot happen for the same content; never corrupt the file
+            raise RuntimeError("safetensors header grew while canonicalising")
+        f.seek(8)
+        f.write(header + b" " * (length - len(header)))
+
+
 def read_safetensors(path: os.PathLike | str) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Reads a safetensors file: ``(state_dict, metadata)``."""
     from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
-            return {k: f.get_tensor(k) for k in f.keys()}, metadata
+        # load_file reads all tensors in one pass, faster than get_tensor() key by key.
+        return load_file(str(path), device="cpu"), metadata
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
 
