@@ -208,3 +208,20 @@ def test_cli_convert_without_model_and_with_report(tmp_path):
                      "mask_rcnn_r50_fpn_gn_ws_all_2x_coco"]) == 2
     assert not (tmp_path / "x.safetensors").exists()
     assert target_shapes(DetectorArch(depth=50), num_classes=81).keys() == read_safetensors(out)[0].keys()
+
+
+def test_batch_script_refuses_a_file_whose_hash_does_not_match(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "convert_all", Path(__file__).resolve().parents[1] / "conversion" / "convert_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entry = wszoo.get_entry("faster_rcnn_r50_fpn_gn_ws_all_1x_coco")
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save({"state_dict": synthetic_checkpoint(entry.mmdet_v2_config)}, src / entry.file_name)
+    out = tmp_path / "out"
+    assert module.main(["--src", str(src), "--out", str(out), "--only", entry.name]) == 1
+    assert "FAIL faster_rcnn_r50_fpn_gn_ws_all_1x_coco" in capsys.readouterr().out
+    assert list(out.iterdir()) == []

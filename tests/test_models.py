@@ -48,6 +48,9 @@ def test_variant_has_exactly_mmdetections_parameters(entry):
     assert native_params == reference["num_params"] + extra
     changed = {m.source.rsplit(".", 2)[-2] for m in report.mappings if m.source_shape != m.target_shape}
     assert changed <= {"fc_reg", "conv_logits"}
+    with torch.device("meta"):
+        model = getattr(wszoo, entry.name)()
+    model.load_state_dict(converted, strict=True, assign=True)  # exact key set, on the meta device
 
 
 @pytest.mark.parametrize("entry", PUBLISHED, ids=lambda e: e.name)
@@ -185,3 +188,14 @@ def test_builder_arguments_are_checked():
         build_detector(arch=DetectorArch(depth=42))
     with pytest.raises(ValueError, match="resize_backend"):
         build_detector(arch=DetectorArch(depth=18), resize_backend="pil")
+
+
+def test_no_proposals_gives_empty_detections_with_every_field():
+    from wszoo.transforms import ImageMeta
+
+    model = build_detector(arch=DetectorArch(depth=18, with_mask=True), **SMALL).eval()
+    features = {k: torch.randn(1, 256, s, s) for k, s in zip(["0", "1", "2", "3", "pool"], [40, 20, 10, 5, 3])}
+    with torch.no_grad():
+        out = model.roi_heads.predict(features, [torch.zeros(0, 4)], [ImageMeta((90, 120), (160, 213), (1.775, 1.78))])
+    assert out[0]["boxes"].shape == (0, 4) and out[0]["labels"].shape == (0,) and out[0]["scores"].shape == (0,)
+    assert out[0]["masks"].shape == (0, 1, 90, 120)

@@ -76,7 +76,7 @@ class DeltaXYWHCoder(det_utils.BoxCoder):
         """
         num_boxes = rel_codes.size(0)
         deltas = rel_codes.reshape(-1, 4)
-        num_per_box = deltas.size(0) // max(num_boxes, 1)
+        num_per_box = rel_codes.shape[-1] // 4
         boxes = boxes.to(deltas.dtype).repeat_interleave(num_per_box, dim=0) if num_per_box != 1 else boxes
         denorm = deltas * deltas.new_tensor(self.stds).view(1, -1) + deltas.new_tensor(self.means).view(1, -1)
         dxy = denorm[:, :2]
@@ -88,7 +88,7 @@ class DeltaXYWHCoder(det_utils.BoxCoder):
         decoded = torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=-1)
         if max_shape is not None:
             clip_boxes(decoded, max_shape)
-        return decoded.reshape(num_boxes, -1)
+        return decoded.reshape(num_boxes, rel_codes.shape[-1])
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, split_thr: int = 10000) -> Tensor:

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import predict_cli
 from .registry import entries, get_entry, list_models
 from .zoo import ZooEntry
 
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="zoo name; recognised from the checkpoint when omitted")
     p.add_argument("--report", help="write every key mapping to this JSON file")
     p.set_defaults(func=_cmd_convert)
+    predict_cli.register(sub)  # predict, push-to-hub
     return parser
 
 

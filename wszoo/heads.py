@@ -9,7 +9,10 @@ matching, sampling, losses). What differs from MMDetection at test time is repla
 * RoI pooling: ``aligned=True``, adaptive sampling, MMDetection's level mapping
   (:class:`MMDetRoIAlign`);
 * R-CNN post-processing, mask pasting and the mapping back to the input image
-  (:meth:`MMDetRoIHeads.predict`).
+  (:meth:`MMDetRoIHeads.predict`);
+* in training, the box losses: MMDetection v2's configs use ``L1Loss`` on the deltas in both
+  heads where torchvision uses smooth L1 with beta 1/9 (:func:`l1_box_loss`). Normalisation is
+  the same: the sum over positives divided by the number of sampled anchors / RoIs.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import roi_align
 
@@ -123,6 +126,18 @@ class MMDetRPN(RegionProposalNetwork):
             final_boxes.append(boxes[keep])
             final_scores.append(scores[keep])
         return final_boxes, final_scores
+
+    def compute_loss(
+        self, objectness: Tensor, pred_bbox_deltas: Tensor, labels: list[Tensor], regression_targets: list[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Sigmoid cross-entropy and L1 box loss over the sampled anchors (training only)."""
+        sampled_pos, sampled_neg = self.fg_bg_sampler(labels)
+        pos = torch.where(torch.cat(sampled_pos, dim=0))[0]
+        sampled = torch.cat([pos, torch.where(torch.cat(sampled_neg, dim=0))[0]])
+        labels_, targets = torch.cat(labels, dim=0), torch.cat(regression_targets, dim=0)
+        box_loss = l1_box_loss(pred_bbox_deltas[pos], targets[pos], sampled.numel())
+        objectness_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], labels_[sampled])
+        return objectness_loss, box_loss
 
     def _top_per_level(
         self, boxes: Tensor, logits: Tensor, num_anchors_per_level: list[int]
@@ -259,6 +274,44 @@ class MMDetRoIHeads(RoIHeads):
     The two formulas differ in the last float bit, so both are kept.
     """
 
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+        targets: Optional[list[dict[str, Tensor]]] = None,
+    ) -> tuple[list, dict[str, Tensor]]:
+        """Training losses (torchvision's sampling and targets, MMDetection's L1 box loss).
+
+        Inference goes through :meth:`predict`.
+        """
+        if not self.training:
+            raise RuntimeError("MMDetRoIHeads.forward computes training losses; use predict() in eval mode")
+        proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
+        class_logits, box_regression = self.box_predictor(
+            self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        )
+        labels_, targets_ = torch.cat(labels), torch.cat(regression_targets)
+        pos = torch.where(labels_ > 0)[0]
+        box_regression = box_regression.reshape(box_regression.shape[0], -1, 4)
+        losses = {
+            "loss_classifier": F.cross_entropy(class_logits, labels_),
+            "loss_box_reg": l1_box_loss(box_regression[pos, labels_[pos]], targets_[pos], labels_.numel()),
+        }
+        if self.has_mask():
+            positives = [torch.where(image_labels > 0)[0] for image_labels in labels]
+            mask_logits = self.mask_predictor(
+                self.mask_head(self.mask_roi_pool(features, [p[i] for p, i in zip(proposals, positives)], image_shapes))
+            )
+            losses["loss_mask"] = maskrcnn_loss(
+                mask_logits,
+                [p[i] for p, i in zip(proposals, positives)],
+                [t["masks"] for t in targets],
+                [t["labels"] for t in targets],
+                [m[i] for m, i in zip(matched_idxs, positives)],
+            )
+        return [], losses
+
     def predict(
         self, features: dict[str, Tensor], proposals: list[Tensor], metas: list[ImageMeta]
     ) -> list[dict[str, Tensor]]:
@@ -302,6 +355,11 @@ class MMDetRoIHeads(RoIHeads):
             sx, sy = meta.scale_factor
             result["boxes"] = result["boxes"] / result["boxes"].new_tensor([sx, sy, sx, sy])
             result["masks"] = paste_masks(probs, result["boxes"], meta.ori_shape)
+
+
+def l1_box_loss(pred: Tensor, target: Tensor, num_sampled: int) -> Tensor:
+    """MMDetection v2's ``L1Loss`` of these configs: summed over positives, averaged over samples."""
+    return F.l1_loss(pred, target, reduction="sum") / max(num_sampled, 1)
 
 
 def rpn_coder() -> DeltaXYWHCoder:

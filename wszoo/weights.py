@@ -4,7 +4,7 @@
 through :mod:`wszoo.download` (mirrors, sha256 verification, cache), converted once, and cached
 as safetensors next to it, keyed by the source hash and the converter version. Later loads read
 only that safetensors file. A local ``.pth`` (MMDetection or wszoo layout) or ``.safetensors``
-path works too.
+path works too, and so does ``"hf-hub:ORG/REPO[@REVISION]"`` (see :mod:`wszoo.hf_hub`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ __all__ = ["WeightsArg", "resolve_weights", "load_state_dict", "converted_cache_
 WeightsArg = Union[None, str, os.PathLike, ZooEntry]
 
 
-def resolve_weights(entry: ZooEntry, weights: WeightsArg, *, pretrained: bool = False) -> Union[None, ZooEntry, Path]:
-    """Turns ``weights`` / ``pretrained`` into None, a zoo entry (published weights) or a file path."""
+def resolve_weights(entry: ZooEntry, weights: WeightsArg, *, pretrained: bool = False):
+    """Turns ``weights`` / ``pretrained`` into None, a zoo entry (published weights), a file path, or a
+    :class:`wszoo.hf_hub.HubWeights` (``"hf-hub:ORG/REPO[@REVISION]"``)."""
     if pretrained and weights not in (None, "DEFAULT"):
         raise ValueError(f"pass either pretrained=True or weights=..., not both (got weights={weights!r})")
     if pretrained or weights == "DEFAULT":
@@ -37,6 +38,10 @@ def resolve_weights(entry: ZooEntry, weights: WeightsArg, *, pretrained: bool = 
         if weights.arch != entry.arch:
             raise ValueError(f"weights of {weights.name} do not fit {entry.name}: {weights.arch} vs {entry.arch}")
         return weights
+    if isinstance(weights, str) and weights.startswith("hf-hub:"):
+        from .hf_hub import HubWeights
+
+        return HubWeights.parse(weights)
     if isinstance(weights, (str, os.PathLike)):
         path = Path(weights).expanduser()
         if path.is_file():
@@ -59,7 +64,7 @@ def converted_cache_path(entry: ZooEntry, cache_dir: Optional[Path] = None) -> P
 
 def load_state_dict(
     entry: ZooEntry,
-    weights: Union[ZooEntry, Path],
+    weights,
     *,
     num_classes: Optional[int] = None,
     progress: bool = True,
@@ -69,7 +74,7 @@ def load_state_dict(
 
     Args:
         entry: The model being built.
-        weights: A zoo entry (published weights) or a local file.
+        weights: A zoo entry (published weights), a local file or a ``HubWeights``.
         num_classes: Class count of the model (with background), for converting local files.
         progress: Show a download progress bar.
         cache_dir: Download cache (default: ``WSZOO_CACHE`` or torch.hub's checkpoints).
@@ -78,6 +83,10 @@ def load_state_dict(
 
     if isinstance(weights, ZooEntry):
         return read_safetensors(_published(weights, progress=progress, cache_dir=cache_dir))[0]
+    if not isinstance(weights, Path):  # a HubWeights, from "hf-hub:ORG/REPO[@REVISION]"
+        from .hf_hub import load_state_dict as load_from_hub
+
+        return load_from_hub(entry, weights)
     return _local(entry, weights, num_classes=num_classes)
 
 
@@ -85,15 +94,22 @@ def _published(entry: ZooEntry, *, progress: bool, cache_dir: Optional[Path]) ->
     from filelock import FileLock
 
     from .conversion.api import convert_file
-    from .download import download
+    from .download import DownloadError, download
 
     converted = converted_cache_path(entry, cache_dir)
     if converted.is_file():
         return converted
-    source = download(
-        url=entry.model_url, file_name=entry.file_name, sha256_prefix=entry.sha256_prefix,
-        cache_dir=cache_dir, legacy_mirrors=entry.mirrors, progress=progress,
-    )
+    try:
+        source = download(
+            url=entry.model_url, file_name=entry.file_name, sha256_prefix=entry.sha256_prefix,
+            cache_dir=cache_dir, legacy_mirrors=entry.mirrors, progress=progress,
+        )
+    except DownloadError:
+        if not entry.hf_repo:
+            raise
+        from .hf_hub import published_from_hub  # last: the Hub copy's hash is its metadata's claim
+
+        return published_from_hub(entry)
     converted.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(converted) + ".lock"):  # DDP ranks convert once
         if not converted.is_file():

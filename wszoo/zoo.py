@@ -15,7 +15,7 @@ from typing import Optional, Union
 from .arch import DetectorArch, ResNetArch
 from .coco import COCO_CLASSES
 
-__all__ = ["ZooEntry", "ENTRIES", "WS_CITATION", "LICENSE"]
+__all__ = ["ZooEntry", "ENTRIES", "LEGACY_MIRRORS", "WS_CITATION", "LICENSE"]
 
 WS_CITATION = """@article{weightstandardization,
   author    = {Siyuan Qiao and Huiyu Wang and Chenxi Liu and Wei Shen and Alan Yuille},
@@ -26,6 +26,13 @@ WS_CITATION = """@article{weightstandardization,
 """
 # The published weights and configs come from MMDetection, released under Apache-2.0.
 LICENSE = "apache-2.0"
+
+# OpenMMLab's object-storage hosts that served the same paths as download.openmmlab.com (links
+# to them appear in MMDetection READMEs of 2020); tried after the original URL, path kept.
+LEGACY_MIRRORS: tuple[str, ...] = (
+    "https://openmmlab.oss-accelerate.aliyuncs.com",
+    "https://openmmlab.oss-cn-hangzhou.aliyuncs.com",
+)
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth$")
 
@@ -53,7 +60,9 @@ class ZooEntry:
         mmdet_v3_config: MMDetection v3 config name (an alias of ``name``).
         openmmlab_key: ``open-mmlab://...`` name of an ImageNet backbone (an alias).
         classes: Class names of labels 1..N (label 0 is background); empty for backbones.
-        mirrors: Extra full URLs of the same file, tried after the original.
+        mirrors: Base URLs of legacy mirrors, tried after the original with its path kept.
+        hf_repo: Hugging Face Hub repository (``ORG/REPO[@REVISION]``) of the converted weights,
+            tried last and verified by their metadata (:func:`wszoo.hf_hub.verify_published`).
     """
 
     name: str
@@ -75,6 +84,7 @@ class ZooEntry:
     openmmlab_key: Optional[str] = None
     classes: tuple[str, ...] = ()
     mirrors: tuple[str, ...] = field(default=())
+    hf_repo: Optional[str] = None
 
     @property
     def has_weights(self) -> bool:
@@ -105,11 +115,12 @@ class ZooEntry:
 
 def _detector(name: str, *, arch: DetectorArch, **fields) -> ZooEntry:
     task = "instance_segmentation" if arch.with_mask else "object_detection"
-    return ZooEntry(name=name, task=task, arch=arch, classes=COCO_CLASSES, **fields)
+    mirrors = LEGACY_MIRRORS if fields.get("model_url") else ()
+    return ZooEntry(name=name, task=task, arch=arch, classes=COCO_CLASSES, mirrors=mirrors, **fields)
 
 
 def _backbone(name: str, *, arch: ResNetArch, **fields) -> ZooEntry:
-    return ZooEntry(name=name, task="backbone", arch=arch, **fields)
+    return ZooEntry(name=name, task="backbone", arch=arch, mirrors=LEGACY_MIRRORS, **fields)
 
 
 ENTRIES: tuple[ZooEntry, ...] = (
