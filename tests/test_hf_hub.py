@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,20 +21,27 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import torch
 
-import wszoo
-from wszoo import builders, hf_hub, registry, weights
-from wszoo.arch import DetectorArch
-from wszoo.coco import COCO_CLASSES
-from wszoo.conversion.api import CONVERTER_VERSION
-from wszoo.conversion.checkpoint import read_safetensors, save_safetensors
-from wszoo.zoo import WS_CITATION, ZooEntry
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from http_server import serve  # noqa: E402
+
+import wszoo  # noqa: E402
+from wszoo import builders, hf_hub, registry, weights  # noqa: E402
+from wszoo.arch import DetectorArch  # noqa: E402
+from wszoo.coco import COCO_CLASSES  # noqa: E402
+from wszoo.conversion.api import CONVERTER_VERSION  # noqa: E402
+from wszoo.conversion.checkpoint import read_safetensors, save_safetensors  # noqa: E402
+from wszoo.zoo import WS_CITATION, ZooEntry  # noqa: E402
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
 
 NAME = "fake_mask_rcnn_r18_fpn_gn_ws_all_2x_coco"
 SOURCE_SHA256 = hashlib.sha256(b"the published checkpoint of " + NAME.encode()).hexdigest()
 REPO = "wszoo-test/mask-rcnn-r18"
-FAST = dict(image_scale=(256, 160), rpn_post_nms_top_n_test=50, score_thresh=0.0)
+# Small and fast: tiny test scale, 10 proposals, 3 detections (random weights score ~1/81: keep them all).
+FAST = dict(image_scale=(128, 96), rpn_post_nms_top_n_test=10, detections_per_img=3, score_thresh=0.0)
 
 
 class FakeHub:
@@ -76,7 +84,8 @@ class FakeHub:
                 files[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
             elif line["key"] != "header":
                 return 400, {"error": f"the fake Hub does not support {line['key']}"}, {}
-        commit = hashlib.sha1(repr(sorted(files.items())).encode()).hexdigest()
+        commit = hashlib.sha1(json.dumps({k: hashlib.sha256(v).hexdigest() for k, v in files.items()},
+                                         sort_keys=True).encode()).hexdigest()
         self.repos[repo_id][commit] = files
         self.refs[repo_id][revision] = commit
         return 200, {"commitUrl": f"{self.url}/{repo_id}/commit/{commit}", "commitOid": commit,
@@ -147,31 +156,27 @@ class FakeHub:
         return Handler
 
 
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
-    """A fake Hub as huggingface_hub's endpoint, with a fresh huggingface_hub cache, online."""
+def point_huggingface_hub_at(mp: pytest.MonkeyPatch, url: str, cache: Path) -> None:
+    """huggingface_hub reads HF_ENDPOINT / HF_HUB_CACHE / HF_HUB_OFFLINE at import: set its constants."""
     from huggingface_hub import constants
 
-    with FakeHub() as server:
-        # huggingface_hub reads HF_ENDPOINT / HF_HUB_CACHE / HF_HUB_OFFLINE at import: set its constants.
-        monkeypatch.setattr(constants, "ENDPOINT", server.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_127_0_0_1")
-        monkeypatch.setenv("WSZOO_CACHE", str(tmp_path / "wszoo-cache"))
-        yield server
+    mp.setattr(constants, "ENDPOINT", url)
+    mp.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    mp.setattr(constants, "HF_HUB_CACHE", str(cache))
+    mp.setattr(constants, "HF_HUB_OFFLINE", False)
+    mp.setenv("HF_TOKEN", "hf_fake_token_for_127_0_0_1")
 
 
 def fake_entry(**fields) -> ZooEntry:
-    """A published-looking Mask R-CNN R-18 entry; its checkpoint URL is never fetched in these tests."""
-    return ZooEntry(
+    """A published-looking Mask R-CNN R-18 entry; its checkpoint URL is never fetched unless replaced."""
+    defaults = dict(
         name=NAME, task="instance_segmentation", arch=DetectorArch(depth=18, with_mask=True), backbone="R-18-FPN",
         lr_schedule="2x", train_mem_gb=3.1, box_ap=31.4, mask_ap=29.2, classes=COCO_CLASSES,
         mmdet_v2_config=NAME.replace("_all_", "-all_"),
         model_url=f"http://127.0.0.1:9/gn%2Bws/{NAME}/{NAME}_20240917-{SOURCE_SHA256[:8]}.pth",
-        config_url=f"https://example.invalid/configs/gn%2Bws/{NAME}.py", **fields,
+        config_url=f"https://example.invalid/configs/gn%2Bws/{NAME}.py",
     )
+    return ZooEntry(**{**defaults, **fields})
 
 
 def register(monkeypatch: pytest.MonkeyPatch, entry: ZooEntry) -> ZooEntry:
@@ -180,15 +185,9 @@ def register(monkeypatch: pytest.MonkeyPatch, entry: ZooEntry) -> ZooEntry:
     return entry
 
 
-@pytest.fixture(scope="module")
-def source_model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return wszoo.get_model("mask_rcnn_r18_fpn_gn_ws", **FAST).eval()
-
-
-def publish_converted(entry: ZooEntry, state_dict: dict) -> Path:
+def publish_converted(entry: ZooEntry, state_dict: dict, cache: Path) -> Path:
     """Puts 'the converted published checkpoint' where ``weights="DEFAULT"`` caches it."""
-    path = weights.converted_cache_path(entry)
+    path = weights.converted_cache_path(entry, cache)
     save_safetensors(state_dict, path, metadata={
         "format": "pt", "wszoo_model": entry.name, "wszoo_converter_version": CONVERTER_VERSION,
         "source_file": entry.file_name, "source_sha256": SOURCE_SHA256, "classes": list(entry.classes),
@@ -197,15 +196,149 @@ def publish_converted(entry: ZooEntry, state_dict: dict) -> Path:
     return path
 
 
-def images() -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    return [torch.randint(0, 256, (3, 61, 83), dtype=torch.uint8, generator=gen),
-            torch.rand(3, 47, 40, generator=gen)]
+def image() -> torch.Tensor:
+    return torch.randint(0, 256, (3, 61, 83), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
 
 
 def assert_same_outputs(model: torch.nn.Module, reference: torch.nn.Module) -> None:
     with torch.inference_mode():
-        for got, want in zip(model.eval()(images()), reference(images())):
-            assert len(want["boxes"]) > 0
-            for key in want:
-                assert torch.equal(got[key], want[key]), key
+        got, want = model.eval()([image()])[0], reference([image()])[0]
+    assert len(want["boxes"]) > 0 and sorted(got) == sorted(want)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+
+
+def assert_same_weights(model: torch.nn.Module, reference: torch.nn.Module) -> None:
+    """Same builder and equal state dicts: the outputs are equal too (one forward per test is enough)."""
+    got, want = model.state_dict(), reference.state_dict()
+    assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.fixture(scope="module")
+def source_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return wszoo.get_model("mask_rcnn_r18_fpn_gn_ws", **FAST).eval()
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory, source_model) -> Iterator[FakeHub]:
+    """The fake entry's 'published' weights pushed once with ``wszoo push-to-hub`` to a running fake Hub."""
+    from wszoo.cli import main
+
+    tmp = tmp_path_factory.mktemp("hub")
+    with FakeHub() as server, pytest.MonkeyPatch.context() as mp:
+        point_huggingface_hub_at(mp, server.url, tmp / "hf-cache")
+        mp.setenv("WSZOO_CACHE", str(tmp / "wszoo-cache"))
+        mp.delenv("WSZOO_MIRROR", raising=False)
+        entry = register(mp, fake_entry())
+        publish_converted(entry, source_model.state_dict(), tmp / "wszoo-cache")
+        assert main(["push-to-hub", NAME, "--repo-id", REPO, "--quiet"]) == 0
+        yield server
+
+
+@pytest.fixture
+def fresh_hf_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return tmp_path / "hf-cache"
+
+
+def test_push_uploads_weights_config_and_card(pushed: FakeHub, source_model):
+    files = pushed.files(REPO)
+    assert sorted(files) == ["README.md", "config.json", "model.safetensors"]
+    assert files["model.safetensors"] == weights.converted_cache_path(registry.get_entry(NAME)).read_bytes()
+
+    config = json.loads(files["config.json"])
+    assert config["builder"] == NAME and config["arch"] == {"type": "DetectorArch", "depth": 18, "groups": 1,
+                                                           "base_width": 64, "with_mask": True,
+                                                           "weight_standardization": True}
+    assert config["classes"] == list(COCO_CLASSES) and config["num_classes"] == 81
+    assert config["preprocessing"]["mean"] == [123.675, 116.28, 103.53] and config["source_sha256"] == SOURCE_SHA256
+
+    card = huggingface_hub.ModelCard(files["README.md"].decode())
+    assert pushed.validated_yaml == [files["README.md"].decode()]  # checked by the "Hub" before the commit
+    assert card.data.library_name == "wszoo" and card.data.license == "apache-2.0"
+    results = {(r.task_type, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert results == {("object-detection", "box AP"): 31.4, ("instance-segmentation", "mask AP"): 29.2}
+    entry = registry.get_entry(NAME)
+    for text in (WS_CITATION.strip(), entry.model_url, entry.config_url, SOURCE_SHA256, f"hf-hub:{REPO}"):
+        assert text in card.text
+
+
+def test_load_from_the_hub_then_offline_from_its_cache(pushed: FakeHub, source_model, fresh_hf_cache: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    from huggingface_hub import constants
+
+    model = wszoo.get_model(NAME, weights=f"hf-hub:{REPO}", **FAST)
+    assert_same_outputs(model, source_model)
+    assert ("GET", f"/{REPO}/resolve/main/model.safetensors") in pushed.requests
+    assert any(fresh_hf_cache.rglob("model.safetensors"))  # huggingface_hub's cache layout
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(pushed, "refuse", True)
+    before = len(pushed.requests)
+    commit = pushed.refs[REPO]["main"]
+    for spec in (f"hf-hub:{REPO}", f"hf-hub:{REPO}@{commit}"):
+        assert_same_weights(wszoo.get_model(NAME, weights=spec, **FAST), source_model)
+    assert len(pushed.requests) == before  # offline: not one request
+
+
+def test_registry_hub_repo_is_a_verified_source_after_the_original(pushed: FakeHub, source_model, tmp_path: Path,
+                                                                   fresh_hf_cache: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("WSZOO_CACHE", str(tmp_path / "empty-wszoo-cache"))
+    with serve({}) as original:  # the original URL answers 404
+        entry = register(monkeypatch, fake_entry(hf_repo=REPO, model_url=original.url_for(
+            f"/{NAME}/{NAME}_20240917-{SOURCE_SHA256[:8]}.pth")))
+        model = wszoo.get_model(NAME, weights="DEFAULT", **FAST)
+        assert len(original.requests) >= 1
+    assert_same_weights(model, source_model)
+
+    # The same file refused for an entry whose published hash it does not carry.
+    wrong_hash_url = entry.model_url.replace(SOURCE_SHA256[:8], "0badc0de")
+    other = register(monkeypatch, fake_entry(hf_repo=REPO, model_url=wrong_hash_url))
+    with pytest.raises(hf_hub.HubWeightsError, match="source_sha256"):
+        hf_hub.published_from_hub(other)
+
+
+def test_verify_published_names_the_field_that_disagrees():
+    entry = fake_entry()
+    good = {"wszoo_model": NAME, "source_sha256": SOURCE_SHA256, "wszoo_converter_version": CONVERTER_VERSION}
+    hf_hub.verify_published(entry, good, what="x")
+    for field, bad in (("wszoo_model", "mask_rcnn_r18_fpn_gn_ws"), ("source_sha256", "0" * 64),
+                       ("wszoo_converter_version", "0")):
+        with pytest.raises(hf_hub.HubWeightsError, match=f"{field}='{bad}'"):
+            hf_hub.verify_published(entry, {**good, field: bad}, what="x")
+
+
+def test_hub_errors_are_clear(pushed: FakeHub, fresh_hf_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # first, while nothing is cached
+    with pytest.raises(hf_hub.HubWeightsError, match="HF_HUB_OFFLINE is set"):
+        wszoo.get_model(NAME, weights=f"hf-hub:{REPO}", **FAST)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(hf_hub.HubWeightsError, match="no Hub repository 'wszoo-test/missing'"):
+        wszoo.get_model(NAME, weights="hf-hub:wszoo-test/missing", **FAST)
+    with pytest.raises(hf_hub.HubWeightsError, match="no revision 'v9'"):
+        wszoo.get_model(NAME, weights=f"hf-hub:{REPO}@v9", **FAST)
+    with pytest.raises(hf_hub.HubWeightsError, match="do not fit faster_rcnn_r18_fpn_gn_ws"):
+        wszoo.get_model("faster_rcnn_r18_fpn_gn_ws", weights=f"hf-hub:{REPO}", **FAST)
+    for bad in ("hf-hub:", "hf-hub:no-namespace", "hf-hub:a/b/c", "hf-hub:a/b@"):
+        with pytest.raises(hf_hub.HubWeightsError, match="expected 'hf-hub:ORG/REPO'"):
+            hf_hub.HubWeights.parse(bad)
+
+
+def test_card_of_other_weights_claims_no_published_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           source_model):
+    """Weights that are not the published checkpoint (fine-tuned, here random) are staged without the AP."""
+    entry = register(monkeypatch, fake_entry())
+    local = tmp_path / "finetuned.safetensors"
+    save_safetensors(source_model.state_dict(), local, metadata={"note": "fine-tuned"})
+    folder = hf_hub.stage(entry, tmp_path / "staged", repo_id=REPO, weights=local)
+    card = huggingface_hub.ModelCard((folder / "README.md").read_text())
+    assert not card.data.eval_results and "**not** MMDetection's published checkpoint" in card.text
+    state, metadata = read_safetensors(folder / "model.safetensors")
+    assert metadata["wszoo_model"] == NAME and metadata["source_file"] == "finetuned.safetensors"
+    assert all(torch.equal(state[k], v) for k, v in source_model.state_dict().items())

@@ -284,7 +284,7 @@ def model_card(entry: ZooEntry, *, repo_id: str, metadata: Mapping[str, str]) ->
 
 def _card_body(entry: ZooEntry, repo_id: str, metadata: Mapping[str, str], published: bool) -> str:
     rows = [
-        ("architecture", f"{entry.backbone}, {entry.normalization}" + (f", {entry.lr_schedule}" if entry.lr_schedule else "")),
+        ("architecture", ", ".join(x for x in (entry.backbone, entry.normalization, entry.lr_schedule) if x)),
         ("box AP (COCO val2017)", entry.box_ap if published else None),
         ("mask AP (COCO val2017)", entry.mask_ap if published else None),
         ("training memory (GB)", entry.train_mem_gb), ("inference (fps, V100)", entry.inf_fps),
@@ -294,6 +294,8 @@ def _card_body(entry: ZooEntry, repo_id: str, metadata: Mapping[str, str], publi
         ("converter version", metadata.get("wszoo_converter_version")),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows if v is not None)
+    outputs = "boxes, labels (1..N), scores" + (
+        ", masks (N, 1, H, W) probabilities" if getattr(entry.arch, "with_mask", False) else "")
     origin = (
         f"MMDetection's published `{entry.mmdet_v2_config or entry.name}` checkpoint, converted to native "
         "torchvision modules by wszoo." if published else
@@ -318,7 +320,7 @@ from torchvision.io import decode_image, ImageReadMode
 
 model = wszoo.get_model("{entry.name}", weights="hf-hub:{repo_id}").eval()
 image = decode_image("image.jpg", mode=ImageReadMode.RGB)
-detections = model([image])[0]  # boxes, labels (1..N), scores{', masks (N, 1, H, W) probabilities' if getattr(entry.arch, 'with_mask', False) else ''}
+detections = model([image])[0]  # {outputs}
 ```
 
 or `wszoo predict {entry.name} image.jpg --weights hf-hub:{repo_id} --out predictions/`.

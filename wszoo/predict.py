@@ -1,9 +1,10 @@
 """Predict and draw: run a detector on image files and write a PNG and a JSON per image.
 
-Images of the same size are batched together. GroupNorm normalises over whole feature maps,
-padding included, so an image batched with larger ones (and padded to their size) would get
-slightly different detections than alone; batching equal sizes only keeps every image's
-detections those of the model called on that image alone.
+Only images of the same size share a batch. GroupNorm normalises over whole feature maps,
+padding included, so an image padded to the size of a larger batch-mate would get different
+detections than alone; with equal sizes the padding is the image's own, and the detections are
+those of the image alone up to float rounding (batched convolutions may sum in another order).
+Pass ``batch_size=1`` for results bit-identical to calling the model on each image.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Sequence, Union
 
 import torch
 from torch import Tensor, nn

@@ -1,4 +1,4 @@
-"""``wszoo predict`` and ``wszoo push-to-hub``: argparse and the calls into :mod:`wszoo.predict` and :mod:`wszoo.hf_hub`."""
+"""``wszoo predict`` and ``wszoo push-to-hub``: argparse over :mod:`wszoo.predict` and :mod:`wszoo.hf_hub`."""
 
 from __future__ import annotations
 
