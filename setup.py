@@ -21,7 +21,9 @@ setup(
     extras_require={
         # OpenCV gives MMDetection's exact (uint8, fixed-point) resize.
         "exact": ["opencv-python-headless>=4.8"],
-        "test": ["pytest>=7", "opencv-python-headless>=4.8"],
+        # COCO datasets and evaluation for `wszoo train` / `wszoo eval`.
+        "train": ["pycocotools>=2.0.7"],
+        "test": ["pytest>=7", "opencv-python-headless>=4.8", "pycocotools>=2.0.7"],
     },
     entry_points={"console_scripts": ["wszoo=wszoo.cli:main"]},
 )

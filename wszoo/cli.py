@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import predict_cli
+from . import predict_cli, train_cli
 from .registry import entries, get_entry, list_models
 from .zoo import ZooEntry
 
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write every key mapping to this JSON file")
     p.set_defaults(func=_cmd_convert)
     predict_cli.register(sub)  # predict, push-to-hub
+    train_cli.register(sub)  # train, eval
     return parser
 
 

@@ -13,8 +13,9 @@ What MMDetection v2's ``CocoDataset`` does, and this module does too
 * crowd annotations (``iscrowd=1``) are not training targets (MMDetection keeps them as
   ``gt_bboxes_ignore``, which these configs' assigners do not use); boxes with width or height
   below 1 pixel or zero area are dropped;
-* for training, images without any annotation are skipped (``filter_empty_gt=True``);
-  an image whose only annotations are crowd ones stays, with no targets;
+* for training, images without any annotation of the selected classes are skipped
+  (``filter_empty_gt=True``), as are images with a side under 32 pixels; an image whose only
+  annotations are crowd ones stays, with no targets;
 * evaluation uses every image.
 
 Resizing, normalisation and padding happen inside the model (:class:`wszoo.transforms.
@@ -24,6 +25,8 @@ flipping before the keep-ratio resize equals flipping after it, as MMDetection d
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -85,7 +88,8 @@ class CocoDataset(Dataset):
             raise FileNotFoundError(f"image folder {image_dir} does not exist")
         if not ann_file.is_file():
             raise FileNotFoundError(f"annotation file {ann_file} does not exist")
-        base = _coco_detection_class()(str(image_dir), str(ann_file))
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            base = _coco_detection_class()(str(image_dir), str(ann_file))
         keys = {"image_id", "boxes", "labels", "iscrowd"} | ({"masks"} if with_masks else set())
         self._wrapped = wrap_dataset_for_transforms_v2(base, target_keys=keys)
         self.coco = base.coco
@@ -94,13 +98,21 @@ class CocoDataset(Dataset):
         self.category_ids, self.classes = _select_categories(self.coco, classes)
         self._label_of = {cat: label for label, cat in enumerate(self.category_ids, start=1)}
         positions = range(len(base.ids))
-        if train:  # MMDetection: drop images without any annotation (crowd ones count)
-            positions = [i for i in positions if self.coco.getAnnIds(imgIds=base.ids[i])]
+        if train:
+            positions = [i for i in positions if self._trainable(base.ids[i])]
         self._positions = list(positions)
         self.image_ids = [base.ids[i] for i in self._positions]
 
     def __len__(self) -> int:
         return len(self._positions)
+
+    def _trainable(self, image_id: int) -> bool:
+        """MMDetection v2's ``_filter_imgs``: an annotation of a selected class (crowd ones count)
+        and both sides at least 32 pixels."""
+        info = self.coco.imgs[image_id]
+        annotations = self.coco.imgToAnns.get(image_id, [])
+        return min(info["width"], info["height"]) >= 32 and any(
+            a["category_id"] in self._label_of for a in annotations)
 
     @property
     def num_classes(self) -> int:

@@ -139,6 +139,7 @@ def predict(
     loader = DataLoader(
         dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank=rank, world_size=world),
         num_workers=num_workers, collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),  # leave the global RNG (training's) untouched
     )
     was_training = model.training
     model.eval()
