@@ -121,3 +121,13 @@ def test_replacing_the_parameter_or_dtype_invalidates():
         torch.testing.assert_close(out, F.conv2d(x, standardize_weight(conv.weight), None, 1, 1))
         conv.double()
         assert conv(x.double()).dtype == torch.float64
+
+
+def test_frozen_weights_are_standardized_once_in_training_too():
+    conv = WSConv2d(4, 6, 3, padding=1, bias=False).train()
+    conv.weight.requires_grad_(False)
+    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    conv(x).sum().backward()
+    cached = conv.standardized_weight()
+    assert conv.standardized_weight() is cached
+    torch.testing.assert_close(conv(x), F.conv2d(x, standardize_weight(conv.weight), None, 1, 1))

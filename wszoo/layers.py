@@ -47,11 +47,11 @@ def standardize_weight(weight: Tensor, eps: float = 1e-5) -> Tensor:
 class WSConv2d(nn.Conv2d):
     """``nn.Conv2d`` whose weight is standardized at every use (MMCV's ``ConvWS``).
 
-    The module stores the raw weight, as MMDetection's checkpoints do. In training mode, or
-    whenever autograd has to flow into the weight, the standardized weight is recomputed at
-    every call. Otherwise (``model.eval()`` under ``torch.no_grad()`` or
-    ``torch.inference_mode()``) it is computed once and reused, so inference costs what a plain
-    convolution costs. The cache is dropped when the weight changes: ``load_state_dict``, any
+    The module stores the raw weight, as MMDetection's checkpoints do. Whenever autograd has to
+    flow into the weight (training), the standardized weight is recomputed at every call.
+    Otherwise -- ``model.eval()`` under ``torch.no_grad()`` or ``torch.inference_mode()``, and
+    frozen weights (``requires_grad=False``, e.g. the stem and layer1 in training) -- it is
+    computed once and reused, so inference costs what a plain convolution costs. The cache is dropped when the weight changes: ``load_state_dict``, any
     in-place update of the parameter (tracked by its version counter), replacing the parameter,
     moving the module (``.to()``, ``.half()``), or going back to ``train()``. Writes through
     ``weight.data`` bypass the version counter; call :meth:`clear_cache` after those.
@@ -76,7 +76,8 @@ class WSConv2d(nn.Conv2d):
     def standardized_weight(self) -> Tensor:
         """Returns the weight used by the convolution (standardized, cached in eval mode)."""
         weight = self.weight
-        if self.training or (torch.is_grad_enabled() and weight.requires_grad):
+        if torch.is_grad_enabled() and weight.requires_grad:
+            # Autograd must see the standardization to reach the raw weight: recompute.
             self.clear_cache()
             return standardize_weight(weight, self.eps)
         key = (
