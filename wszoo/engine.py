@@ -470,7 +470,7 @@ def _step(model, images, targets, optimizer, scheduler, scaler, config, amp_dtyp
     loss = sum(losses.values())
     if not dist_utils.all_true(bool(torch.isfinite(loss.detach())), device):
         epoch, batch_index, global_iter = where
-        values = {k: float(v) for k, v in losses.items()}
+        values = {k: float(v.detach()) for k, v in losses.items()}
         raise NonFiniteLossError(
             f"non-finite loss at iteration {global_iter + 1} (epoch {epoch + 1}, batch {batch_index + 1}) on some rank; "
             f"this rank's losses: {values}. Training stopped without taking the step; the last good checkpoint is "
