@@ -68,9 +68,15 @@ def _image(h=150, w=200, seed=0):
 
 @pytest.mark.parametrize(
     "arch",
-    [DetectorArch(depth=18), DetectorArch(depth=18, with_mask=True), DetectorArch(depth=50, groups=32, base_width=4,
-                                                                                  with_mask=True)],
-    ids=["r18-faster", "r18-mask", "x50-mask"],
+    [
+        DetectorArch(depth=18),
+        DetectorArch(depth=18, with_mask=True),
+        DetectorArch(depth=50),
+        DetectorArch(depth=101, with_mask=True),
+        DetectorArch(depth=50, groups=32, base_width=4, with_mask=True),
+        DetectorArch(depth=101, groups=32, base_width=4),
+    ],
+    ids=["r18-faster", "r18-mask", "r50-faster", "r101-mask", "x50-mask", "x101-faster"],
 )
 def test_eval_forward_returns_documented_fields(arch):
     torch.manual_seed(0)

@@ -102,3 +102,13 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     checkpoint = torch.load(tmp_path / "out" / "last.pth", map_location="cpu", weights_only=True)
     assert checkpoint["global_iter"] == 2 and checkpoint["epoch"] == 1
     assert torch.isfinite(checkpoint["model"]["weight"])
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    """The mixed-precision path (autocast + scaler plumbing) runs end to end; on CPU with bf16."""
+    images, ann = make_dataset(tmp_path / "data", num_images=4)
+    config = _config(tmp_path / "out", epochs=1, batch_size=2, amp="bf16")
+    result = train(_model(), CocoDataset(images, ann, train=True), config, model_spec=SPEC)
+    assert result.finished and result.global_iter == 2
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(0 < loss < float("inf") for loss in losses)
