@@ -120,6 +120,9 @@ def test_checkpoint_to_safetensors_to_model_is_lossless_and_deterministic(tmp_pa
     expected, _ = convert_for(mask_r50_source, arch=MASK_R50.arch, num_classes=81)
     assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in state)
     model = wszoo.get_model(MASK_R50.name, weights=first)
+    # weights are adopted (assign=True), yet the frozen stages stay frozen
+    assert not model.backbone.body.conv1.weight.requires_grad
+    assert model.backbone.body.layer4[0].conv1.weight.requires_grad
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
     mappings = json.loads((tmp_path / "report.json").read_text())["mappings"]

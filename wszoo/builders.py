@@ -61,34 +61,43 @@ def _build(
         **kwargs: Passed to :func:`wszoo.models.build_detector` (e.g. ``score_thresh``,
             ``trainable_backbone_layers``, ``resize_backend``, ``image_scale``).
     """
-    from .models import build_detector, build_resnet
-
     entry = get_entry(name)
     resolved = resolve_weights(entry, weights, pretrained=pretrained)
     if isinstance(entry.arch, DetectorArch):
-        if isinstance(resolved, ZooEntry) and num_classes not in (None, entry.num_classes):
-            raise ValueError(
-                f"{entry.name}'s published weights have {entry.num_classes} classes (with background), "
-                f"num_classes={num_classes} was given; to fine-tune on other classes build with weights=None "
-                "and load the weights that fit"
-            )
-        model = build_detector(arch=entry.arch, num_classes=num_classes or entry.num_classes or 81, **kwargs)
-    else:
-        if kwargs:
-            raise TypeError(f"{entry.name} is a backbone; unexpected arguments {sorted(kwargs)}")
-        state_dict = load_state_dict(entry, resolved, progress=progress) if resolved is not None else None
-        if state_dict is not None and num_classes is None and "fc.weight" in state_dict:
-            num_classes = state_dict["fc.weight"].shape[0]
-        model = build_resnet(arch=entry.arch, num_classes=num_classes)
-        if state_dict is not None:
-            model.load_state_dict(state_dict, strict=True, assign=True)
-        return model
-    if resolved is not None:
-        model.load_state_dict(
-            load_state_dict(entry, resolved, num_classes=num_classes or entry.num_classes, progress=progress),
-            strict=True,
-            assign=True,  # adopt the loaded tensors instead of copying them: loading is I/O bound
+        return _detector(entry, resolved, progress=progress, num_classes=num_classes, **kwargs)
+    if kwargs:
+        raise TypeError(f"{entry.name} is a backbone; unexpected arguments {sorted(kwargs)}")
+    return _backbone(entry, resolved, progress=progress, num_classes=num_classes)
+
+
+def _detector(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optional[int], **kwargs: Any) -> nn.Module:
+    from .models import build_detector
+
+    if isinstance(resolved, ZooEntry) and num_classes not in (None, entry.num_classes):
+        raise ValueError(
+            f"{entry.name}'s published weights have {entry.num_classes} classes (with background), "
+            f"num_classes={num_classes} was given; to fine-tune on other classes see wszoo.finetune "
+            "(or `wszoo train --weights DEFAULT`)"
         )
+    num_classes = num_classes or entry.num_classes or 81
+    model = build_detector(arch=entry.arch, num_classes=num_classes, **kwargs)
+    if resolved is not None:
+        state_dict = load_state_dict(entry, resolved, num_classes=num_classes, progress=progress)
+        # assign=True adopts the loaded tensors instead of copying them (loading is I/O bound);
+        # the parameters keep their requires_grad (frozen stages stay frozen).
+        model.load_state_dict(state_dict, strict=True, assign=True)
+    return model
+
+
+def _backbone(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optional[int]) -> nn.Module:
+    from .models import build_resnet
+
+    state_dict = load_state_dict(entry, resolved, progress=progress) if resolved is not None else None
+    if state_dict is not None and num_classes is None and "fc.weight" in state_dict:
+        num_classes = state_dict["fc.weight"].shape[0]  # keep the checkpoint's ImageNet classifier
+    model = build_resnet(arch=entry.arch, num_classes=num_classes)
+    if state_dict is not None:
+        model.load_state_dict(state_dict, strict=True, assign=True)
     return model
 
 

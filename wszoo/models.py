@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
 
 from .arch import DetectorArch, ResNetArch
 from .backbone import FPN, ResNet, ResNetFPN
@@ -173,7 +174,7 @@ def build_detector(
     anchors = MMDetAnchorGenerator()
     rpn = MMDetRPN(
         anchors,
-        _rpn_head(256, anchors.num_anchors_per_location()[0]),
+        RPNHead(256, anchors.num_anchors_per_location()[0]),
         fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5,
         pre_nms_top_n={"training": 2000, "testing": rpn_pre_nms_top_n_test},
         post_nms_top_n={"training": 1000, "testing": rpn_post_nms_top_n_test},
@@ -193,12 +194,6 @@ def build_detector(
         roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, num_classes)
     transform = DetectionTransform(scale=image_scale, resize_backend=resize_backend)
     return WSRCNN(backbone, rpn, roi_heads, transform)
-
-
-def _rpn_head(channels: int, num_anchors: int) -> nn.Module:
-    from torchvision.models.detection.rpn import RPNHead
-
-    return RPNHead(channels, num_anchors)
 
 
 def _freeze_stages(body: ResNet, trainable_layers: int) -> None:
