@@ -10,10 +10,10 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["wszoo", "wszoo.*"]),
     install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
+        "torch>=2.4",
+        "torchvision>=0.19",
         "safetensors>=0.4",
-        "huggingface_hub>=0.20",
+        "huggingface_hub>=1.0",
         "requests>=2.28",
         "tqdm>=4.60",
         "filelock>=3.8",

@@ -160,6 +160,7 @@ def test_depth18_trains_a_few_steps_and_the_loss_falls():
         ([torch.zeros(3, 0, 10)], ValueError, "empty"),
         ([torch.zeros(3, 10, 10, dtype=torch.int32)], TypeError, "dtype"),
         ([torch.full((3, 10, 10), 200.0)], ValueError, r"\[0, 1\]"),
+        ([torch.full((3, 10, 10), -0.5)], ValueError, "not normalised"),
         ([torch.full((3, 10, 10), float("nan"))], ValueError, "NaN"),
         ([], TypeError, "non-empty"),
     ],

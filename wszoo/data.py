@@ -35,6 +35,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from .transforms import to_uint8
+
 __all__ = ["CocoDataset", "GroupedBatchSampler", "collate", "ShardSampler"]
 
 PathLike = Union[str, Path]
@@ -49,7 +51,9 @@ def _coco_detection_class():
 
         def _load_image(self, id: int) -> Tensor:  # noqa: A002 - torchvision's signature
             path = Path(self.root) / self.coco.loadImgs(id)[0]["file_name"]
-            return decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+            # EXIF orientation as OpenCV's IMREAD_COLOR in MMDetection; 16-bit PNGs to uint8.
+            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            return to_uint8(image)
 
     return _TensorCocoDetection
 

@@ -100,6 +100,10 @@ def load_for_finetuning(
     return report
 
 
+class ClassRowsError(ValueError):
+    """Class rows cannot be kept by name: the weights do not have the entry's classes."""
+
+
 def load_backbone(model: nn.Module, state_dict: dict[str, Tensor]) -> list[str]:
     """Loads an ImageNet ResNet state dict (its ``fc`` dropped) into ``model.backbone.body`` strictly."""
     body = model.backbone.body
@@ -149,6 +153,13 @@ def build_finetune_model(
     if weights is not None:
         resolved = resolve_weights(entry, weights)
         state = load_state_dict(entry, resolved, num_classes=entry.num_classes, progress=progress)
+        rows = state["roi_heads.box_predictor.cls_score.weight"].shape[0]
+        if source_labels is not None and rows != entry.num_classes:
+            # Rows are picked by the entry's (COCO) class names: only its own class layout fits.
+            raise ClassRowsError(
+                f"these weights have {rows - 1} classes, not {entry.name}'s {entry.num_classes - 1}, so their rows "
+                "cannot be picked by COCO class name; pass num_classes=... to re-initialise the class layers"
+            )
         loaded = load_for_finetuning(model, state, source_labels=source_labels)
         loaded.classes = report.classes
         report = loaded

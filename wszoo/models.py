@@ -92,9 +92,11 @@ def _check_image(image, index: int) -> None:
         raise TypeError(f"image {index} has dtype {image.dtype}; expected uint8 (0..255) or float (0..1)")
     if image.is_floating_point() and not bool(torch.isfinite(image).all()):
         raise ValueError(f"image {index} contains NaN or infinite values")
-    if image.is_floating_point() and float(image.amax()) > 1.0 + 1e-3:
-        raise ValueError(f"float image {index} has values up to {float(image.amax()):.1f}; float images must be "
-                         "in [0, 1] (pass uint8 for 0..255)")
+    if image.is_floating_point():
+        low, high = float(image.amin()), float(image.amax())
+        if low < -1e-3 or high > 1.0 + 1e-3:
+            raise ValueError(f"float image {index} has values in [{low:.2f}, {high:.2f}]; float images must be in "
+                             "[0, 1], not normalised (pass uint8 for 0..255; the model normalises itself)")
 
 
 def _check_targets(targets, num_images: int, *, with_mask: bool) -> None:

@@ -19,6 +19,8 @@ from typing import Iterable, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .transforms import to_uint8
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageError",
@@ -81,7 +83,10 @@ def read_image(path: Union[str, os.PathLike]) -> Tensor:
     if not (bytes(data[:3].tolist()) == b"\xff\xd8\xff" or bytes(data[:8].tolist()) == b"\x89PNG\r\n\x1a\n"):
         raise ImageError(f"{path} is not a JPEG or PNG image (its first bytes are {bytes(data[:8].tolist())!r})")
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        # EXIF orientation applied, as OpenCV's IMREAD_COLOR does in MMDetection's LoadImageFromFile;
+        # 16-bit PNGs come back as uint16 and are scaled to uint8.
+        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        return to_uint8(image)
     except RuntimeError as err:
         raise ImageError(f"{path} is a damaged or unsupported image: {err}") from None
 

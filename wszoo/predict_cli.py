@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,9 +26,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     weights = None if args.weights.lower() == "none" else args.weights
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     # Below the configs' threshold the model must keep low scores too; above it, they are filtered.
-    model = get_model(entry.name, weights=weights, progress=not args.quiet, image_scale=tuple(args.image_scale),
-                      score_thresh=min(args.score_threshold, DEFAULT_TEST_SCORE_THRESH))
-    report = predict(model, args.images, out_dir=args.out, classes=entry.classes,
+    build = dict(image_scale=tuple(args.image_scale), score_thresh=min(args.score_threshold, DEFAULT_TEST_SCORE_THRESH))
+    spec = _trained_spec(weights)
+    if spec is not None:  # weights written by `wszoo train`: their own classes and build options
+        from .engine import load_trained
+
+        model, spec = load_trained(weights, **build)
+        classes = tuple(spec.get("classes") or ())
+    else:
+        model = get_model(entry.name, weights=weights, progress=not args.quiet, **build)
+        classes = entry.classes
+    report = predict(model, args.images, out_dir=args.out, classes=classes,
                      score_threshold=args.score_threshold, batch_size=args.batch_size, device=device,
                      progress=not args.quiet)
     for path, reason in report.failed:
@@ -35,6 +44,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"wrote {len(report.written)} image(s) and JSON to {args.out}"
           + (f"; {len(report.failed)} file(s) skipped" if report.failed else ""))
     return 1 if report.failed else 0
+
+
+def _trained_spec(weights) -> "dict | None":
+    """The model spec a ``wszoo train`` weights file (``.safetensors``) records, if it is one."""
+    if weights is None or not str(weights).endswith(".safetensors") or not os.path.isfile(weights):
+        return None
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as handle:
+        spec = (handle.metadata() or {}).get("wszoo_spec")
+    return json.loads(spec) if spec else None
 
 
 def _cmd_push(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ def build_training_model(
     ``weights=None`` with ``backbone`` starts from ImageNet backbone weights; both None: random.
     """
     from . import distributed as dist_utils
-    from .finetune import build_finetune_model
+    from .finetune import ClassRowsError, build_finetune_model
     from .models import build_detector
     from .registry import get_entry
 
@@ -44,11 +44,13 @@ def build_training_model(
             net = build_detector(arch=entry.arch, num_classes=num_classes, **build_kwargs)
         else:
             keep_rows = weights is not None and bool(entry.classes) and set(dataset_classes) <= set(entry.classes)
-            net, _ = build_finetune_model(
-                entry.name, classes=list(dataset_classes) if keep_rows else None,
-                num_classes=None if keep_rows else num_classes, weights=weights, backbone=backbone,
-                progress=progress and dist_utils.is_main(), **build_kwargs,
-            )
+            common = dict(weights=weights, backbone=backbone, progress=progress and dist_utils.is_main(),
+                          **build_kwargs)
+            try:
+                net, _ = build_finetune_model(entry.name, classes=list(dataset_classes) if keep_rows else None,
+                                              num_classes=None if keep_rows else num_classes, **common)
+            except ClassRowsError:  # e.g. your own fine-tuned weights: their rows are not COCO's
+                net, _ = build_finetune_model(entry.name, num_classes=num_classes, **common)
     spec = {"name": entry.name, "num_classes": num_classes, "classes": list(dataset_classes),
             "build_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in build_kwargs.items()}}
     return net, spec

@@ -31,6 +31,7 @@ __all__ = [
     "resize_image",
     "paste_masks",
     "has_cv2",
+    "to_uint8",
 ]
 
 # DetDataPreprocessor of the configs (RGB order, 0..255 scale).
@@ -50,6 +51,16 @@ class ImageMeta(NamedTuple):
     ori_shape: tuple[int, int]
     img_shape: tuple[int, int]
     scale_factor: tuple[float, float]
+
+
+def to_uint8(image: Tensor) -> Tensor:
+    """An integer image of another bit depth (e.g. a 16-bit PNG) scaled to uint8; uint8 as is."""
+    if image.dtype == torch.uint8:
+        return image
+    if image.is_floating_point():
+        raise ValueError(f"expected an integer image from a decoder, got {image.dtype}")
+    shift = torch.iinfo(image.dtype).bits - 8
+    return (image.to(torch.int32) >> shift).to(torch.uint8)
 
 
 def has_cv2() -> bool:

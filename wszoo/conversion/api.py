@@ -79,10 +79,15 @@ def recognise(
         except KeyError:
             pass
     arch, num_classes = infer_arch(state_dict)
-    for entry in ENTRIES:
-        if entry.has_weights and entry.arch == arch and (entry.num_classes or None) == num_classes:
-            return entry
-    return None
+    matches = [
+        e for e in ENTRIES
+        if e.has_weights and e.arch.depth == arch.depth and e.arch.groups == arch.groups
+        and type(e.arch) is type(arch) and getattr(e.arch, "with_mask", None) == getattr(arch, "with_mask", None)
+        and (e.task == "backbone" or e.num_classes == num_classes)
+    ]
+    # Keys cannot tell GN+WS from GN-only backbones, nor a 2x from a 20-23-24e detector: only a
+    # unique match is an answer; otherwise the caller must name the model.
+    return matches[0] if len(matches) == 1 else None
 
 
 def convert_for(
@@ -122,8 +127,9 @@ def convert_file(
     if entry is None:
         arch, num_classes = infer_arch(state_dict)
         raise CheckpointError(
-            f"{source.name} has the layout of {arch} with {num_classes} classes, which matches no zoo model; "
-            "pass --model NAME (see `wszoo list`)"
+            f"cannot tell which zoo model {source.name} is: its keys have the layout of {arch} with "
+            f"{num_classes} classes, which matches no zoo model or several (GN+WS and GN-only backbones, or "
+            "2x and 20-23-24e detectors, share a layout); pass --model NAME (see `wszoo list`)"
         )
     arch = entry.arch
     num_classes = entry.num_classes if isinstance(arch, DetectorArch) else infer_arch(state_dict)[1]

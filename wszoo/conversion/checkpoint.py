@@ -57,6 +57,9 @@ def read_checkpoint(path: os.PathLike | str) -> tuple[dict[str, Tensor], dict[st
 
 def _unwrap(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     meta: dict[str, Any] = {}
+    if isinstance(obj, Mapping) and "model_spec" in obj and "model" in obj:
+        raise CheckpointError(f"{path} is a wszoo training checkpoint (resumable state, not weights); load it with "
+                              "wszoo.engine.load_trained(path), or use the run's final.safetensors")
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         meta = dict(obj.get("meta") or {})
         obj = obj["state_dict"]
