@@ -131,3 +131,13 @@ def test_paste_masks_samples_pixel_centres_inside_the_box():
     ys, xs = binary.nonzero(as_tuple=True)
     assert (int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())) == (10, 30, 20, 24)
     assert paste_masks(torch.zeros(0, 28, 28), torch.zeros(0, 4), (40, 50)).shape == (0, 1, 40, 50)
+
+
+def test_rpn_low_quality_matches_need_min_pos_iou_as_in_mmdetection():
+    from torchvision.models.detection._utils import Matcher
+
+    from wszoo.heads import MaxIoUMatcher
+
+    quality = torch.tensor([[0.2, 0.1], [0.5, 0.6]])  # gt 0's best anchor overlaps it by only 0.2
+    assert MaxIoUMatcher(0.7, 0.3, min_pos_iou=0.3)(quality).tolist() == [-2, 1]
+    assert Matcher(0.7, 0.3, allow_low_quality_matches=True)(quality).tolist() == [1, 1]

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
@@ -32,6 +33,7 @@ from .layers import ConvLayer, ConvNormAct, NormLayer, WSConv2d, group_norm
 from .transforms import ImageMeta, paste_masks
 
 __all__ = [
+    "MaxIoUMatcher",
     "MMDetAnchorGenerator",
     "MMDetRPN",
     "MMDetRoIAlign",
@@ -93,6 +95,26 @@ class MMDetAnchorGenerator(nn.Module):
         ]
         anchors = torch.cat(levels)
         return [anchors for _ in range(image_list.tensors.shape[0])]
+
+
+class MaxIoUMatcher(det_utils.Matcher):
+    """torchvision's ``Matcher`` with the ``min_pos_iou`` rule of MMDetection's ``MaxIoUAssigner``.
+
+    Low-quality matches (each ground truth's best anchors) are only made for ground truths whose
+    best IoU is at least ``min_pos_iou`` (0.3 for the RPN of these configs); torchvision makes
+    them whatever the IoU
+    (https://github.com/open-mmlab/mmdetection/blob/v2.28.2/mmdet/core/bbox/assigners/max_iou_assigner.py#L195-L207).
+    """
+
+    def __init__(self, high_threshold: float, low_threshold: float, *, min_pos_iou: float) -> None:
+        super().__init__(high_threshold, low_threshold, allow_low_quality_matches=True)
+        self.min_pos_iou = min_pos_iou
+
+    def set_low_quality_matches_(self, matches: Tensor, all_matches: Tensor, match_quality_matrix: Tensor) -> None:
+        best, _ = match_quality_matrix.max(dim=1)
+        eligible = (match_quality_matrix == best[:, None]) & (best >= self.min_pos_iou)[:, None]
+        predictions = torch.where(eligible)[1]
+        matches[predictions] = all_matches[predictions]
 
 
 class MMDetRPN(RegionProposalNetwork):

@@ -24,6 +24,7 @@ from .backbone import FPN, ResNet, ResNetFPN
 from .heads import (
     ConvFCBoxHead,
     ConvMaskHead,
+    MaxIoUMatcher,
     MMDetAnchorGenerator,
     MMDetRoIAlign,
     MMDetRoIHeads,
@@ -183,6 +184,7 @@ def build_detector(
         nms_thresh=0.7,
     )
     rpn.box_coder = rpn_coder()
+    rpn.proposal_matcher = MaxIoUMatcher(0.7, 0.3, min_pos_iou=0.3)
     roi_heads = MMDetRoIHeads(
         MMDetRoIAlign(7), ConvFCBoxHead(256, conv_layer=conv), FastRCNNPredictor(1024, num_classes),
         fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=box_batch_size_per_image, positive_fraction=0.25,
