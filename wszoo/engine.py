@@ -199,12 +199,10 @@ def _plain_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 def save_weights(model: nn.Module, path: Union[str, Path], *, spec: Optional[dict] = None) -> Path:
     """Writes the model's weights as safetensors, with ``spec`` (how to rebuild it) as metadata."""
-    from safetensors.torch import save_file
+    from .conversion.checkpoint import save_safetensors
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(_plain_state_dict(model), str(tmp), metadata={"wszoo_spec": json.dumps(spec or {})})
-    os.replace(tmp, path)
+    save_safetensors(_plain_state_dict(model), path, metadata={"wszoo_spec": json.dumps(spec or {})})
     return path
 
 
@@ -240,12 +238,10 @@ def load_trained(path: Union[str, Path], **overrides: Any) -> tuple[nn.Module, d
     """
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        from .conversion.checkpoint import read_safetensors
 
-        with safe_open(str(path), "pt") as handle:
-            spec = json.loads((handle.metadata() or {}).get("wszoo_spec", "{}"))
-        state_dict = load_file(str(path))
+        state_dict, metadata = read_safetensors(path)
+        spec = json.loads(metadata.get("wszoo_spec", "{}"))
     else:
         checkpoint = _load_checkpoint(path)
         spec, state_dict = checkpoint.get("model_spec") or {}, checkpoint["model"]

@@ -136,10 +136,9 @@ def download(weights: HubWeights, filename: str = WEIGHTS_FILE, *, cache_dir: Op
 
 
 def _metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
+    from .conversion.checkpoint import read_safetensors_metadata
 
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        return dict(f.metadata() or {})
+    return read_safetensors_metadata(path)
 
 
 def load_state_dict(entry: ZooEntry, weights: HubWeights, *, cache_dir: Optional[Path] = None) -> dict[str, Tensor]:

@@ -52,10 +52,9 @@ def _trained_spec(weights) -> "dict | None":
         return None
     import json
 
-    from safetensors import safe_open
+    from .conversion.checkpoint import read_safetensors_metadata
 
-    with safe_open(str(weights), framework="pt") as handle:
-        spec = (handle.metadata() or {}).get("wszoo_spec")
+    spec = read_safetensors_metadata(weights).get("wszoo_spec")
     return json.loads(spec) if spec else None
 
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["CheckpointError", "UnsafeCheckpointError", "read_checkpoint", "save_safetensors", "read_safetensors"]
+__all__ = ["CheckpointError", "UnsafeCheckpointError", "read_checkpoint", "save_safetensors", "read_safetensors", "read_safetensors_metadata"]
 
 
 class CheckpointError(ValueError):
@@ -113,14 +113,24 @@ def _canonicalise_header(path: Path) -> None:
         f.write(header + b" " * (length - len(header)))
 
 
-def read_safetensors(path: os.PathLike | str) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Reads a safetensors file: ``(state_dict, metadata)``."""
+def read_safetensors_metadata(path: os.PathLike | str) -> dict[str, str]:
+    """The metadata of a safetensors file, without reading its tensors."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def read_safetensors(path: os.PathLike | str) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Reads a safetensors file: ``(state_dict, metadata)``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    metadata = read_safetensors_metadata(path)
+    try:
         # load_file reads all tensors in one pass, faster than get_tensor() key by key.
         return load_file(str(path), device="cpu"), metadata
     except (SafetensorError, OSError, ValueError) as err:
