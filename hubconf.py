@@ -1,8 +1,9 @@
 """torch.hub entry points: one builder per zoo model (``wszoo.list_models()``).
 
-Importing this file loads no torchvision and touches no network; models are built on call.
+Pure re-exports of :mod:`wszoo.builders`; building a model touches no network unless weights are
+asked for.
 """
 
 dependencies = ["torch", "torchvision", "safetensors", "requests", "tqdm", "filelock"]
 
-from wszoo.builders import *  # noqa: E402,F401,F403
+from wszoo.builders import *  # noqa: E402,F403

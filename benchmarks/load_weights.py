@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from _common import median, print_environment, print_table, timed
 
 KEYS_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mmdet_keys"  # ../shared beside the repo
@@ -33,8 +32,11 @@ KEYS_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mmdet
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="mask_rcnn_r50_fpn_gn_ws-all_2x_coco",
-                        help="MMDetection v2 config whose key layout to synthesise")
+    parser.add_argument(
+        "--config",
+        default="mask_rcnn_r50_fpn_gn_ws-all_2x_coco",
+        help="MMDetection v2 config whose key layout to synthesise",
+    )
     parser.add_argument("--keys-dir", type=Path, default=KEYS_DIR)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
@@ -46,15 +48,22 @@ def main() -> None:
     import safetensors
     import safetensors.torch as st
 
+    from wszoo.checkpoint_io import read_safetensors
     from wszoo.conversion.api import convert_file, convert_for
-    from wszoo.conversion.checkpoint import read_safetensors
-    from wszoo.models import build_detector
+    from wszoo.modeling.detector import build_detector
     from wszoo.registry import get_entry
 
     entry = get_entry(args.config)
     layout = json.loads((args.keys_dir / f"{args.config}.json").read_text())
-    print_environment({"safetensors": safetensors.__version__, "model": entry.name, "arch": entry.arch,
-                       "source keys": layout["num_keys"], "source params": layout["num_params"]})
+    print_environment(
+        {
+            "safetensors": safetensors.__version__,
+            "model": entry.name,
+            "arch": entry.arch,
+            "source keys": layout["num_keys"],
+            "source params": layout["num_params"],
+        }
+    )
 
     work = Path(tempfile.mkdtemp(prefix="wszoo-load-", dir=args.dir))
     try:
@@ -69,10 +78,12 @@ def main() -> None:
         torch.save({"meta": meta, "state_dict": state_dict}, source)
         del state_dict
         destination = work / "converted.safetensors"
-        source_sha = __import__("wszoo.download", fromlist=["x"]).sha256_of_file(source)
+        source_sha = __import__("wszoo.checkpoint_io", fromlist=["x"]).sha256_of_file(source)
         convert_file(source, destination, model=entry.name, source_sha256=source_sha)  # warm-up
-        print(f"source: {source.stat().st_size / 1e6:.1f} MB .pth; converted: "
-              f"{destination.stat().st_size / 1e6:.1f} MB .safetensors\n")
+        print(
+            f"source: {source.stat().st_size / 1e6:.1f} MB .pth; converted: "
+            f"{destination.stat().st_size / 1e6:.1f} MB .safetensors\n"
+        )
         for path in (source, destination):  # into the page cache
             path.read_bytes()
 
@@ -85,8 +96,11 @@ def main() -> None:
         def baseline() -> None:
             t = timed(lambda: box.__setitem__("ckpt", torch.load(source, map_location="cpu", weights_only=True)))
             parts["torch.load"].append(t)
-            t = timed(lambda: box.__setitem__("conv", convert_for(box["ckpt"]["state_dict"], arch=entry.arch,
-                                                                  num_classes=num_classes)[0]))
+            t = timed(
+                lambda: box.__setitem__(
+                    "conv", convert_for(box["ckpt"]["state_dict"], arch=entry.arch, num_classes=num_classes)[0]
+                )
+            )
             parts["convert_for"].append(t)
             parts["load_state_dict"].append(timed(lambda: model.load_state_dict(box["conv"])))
             box.clear()
@@ -94,16 +108,17 @@ def main() -> None:
         box: dict = {}
         variants = {
             "baseline: torch.load + convert_for + load_state_dict": baseline,
-            "read_safetensors + load_state_dict(assign=True) (wszoo's path)":
-                lambda: model.load_state_dict(read_safetensors(destination)[0], assign=True),
-            "read_safetensors + load_state_dict (copying)":
-                lambda: model.load_state_dict(read_safetensors(destination)[0]),
-            "safetensors.torch.load_file + load_state_dict":
-                lambda: model.load_state_dict(st.load_file(destination)),
-            "safetensors.torch.load_model(model, path)":
-                lambda: st.load_model(model, destination),
-            "safetensors.torch.load_file + load_state_dict(assign=True)":
-                lambda: model.load_state_dict(st.load_file(destination), assign=True),
+            "read_safetensors + load_state_dict(assign=True) (wszoo's path)": lambda: model.load_state_dict(
+                read_safetensors(destination)[0], assign=True
+            ),
+            "read_safetensors + load_state_dict (copying)": lambda: model.load_state_dict(
+                read_safetensors(destination)[0]
+            ),
+            "safetensors.torch.load_file + load_state_dict": lambda: model.load_state_dict(st.load_file(destination)),
+            "safetensors.torch.load_model(model, path)": lambda: st.load_model(model, destination),
+            "safetensors.torch.load_file + load_state_dict(assign=True)": lambda: model.load_state_dict(
+                st.load_file(destination), assign=True
+            ),
         }
         names = list(variants)
         # Conversion (file to file) timed in the same loop.
@@ -126,7 +141,7 @@ def main() -> None:
         for key in parts:
             parts[key].clear()
         for rep in range(args.repeats):
-            order = names[rep % len(names):] + names[: rep % len(names)]
+            order = names[rep % len(names) :] + names[: rep % len(names)]
             for name in order:
                 times[name].append(timed(variants[name]))
                 touch_times[name].append(timed(touch))
@@ -147,16 +162,29 @@ def main() -> None:
         base_total = median(total[names[0]])
         print_table(
             ["method", "median s", "min s", "ratio to baseline", "+ first read of all weights, s", "ratio"],
-            [[n, median(times[n]), min(times[n]), f"{median(times[n]) / base:.3f}", median(total[n]),
-              f"{median(total[n]) / base_total:.3f}"] for n in names],
+            [
+                [
+                    n,
+                    median(times[n]),
+                    min(times[n]),
+                    f"{median(times[n]) / base:.3f}",
+                    median(total[n]),
+                    f"{median(total[n]) / base_total:.3f}",
+                ]
+                for n in names
+            ],
         )
         print("\nbaseline breakdown (median s): " + ", ".join(f"{k} {median(v):.3f}" for k, v in parts.items()))
         ratio = median(times[names[1]]) / base
-        print(f"\ncached-load ratio (wszoo: read_safetensors + load_state_dict(assign=True)) / baseline = {ratio:.3f}; "
-              f"goal <= 0.3: {'MET' if ratio <= 0.3 else 'MISSED'}")
+        print(
+            f"\ncached-load ratio (wszoo: read_safetensors + load_state_dict(assign=True)) / baseline = {ratio:.3f}; "
+            f"goal <= 0.3: {'MET' if ratio <= 0.3 else 'MISSED'}"
+        )
         best = min(names[1:], key=lambda n: median(times[n]))
-        print(f"fastest cached load: {best}: {median(times[best]) / base:.3f} of the baseline "
-              f"({median(total[best]) / base_total:.3f} counting the first read of every weight)")
+        print(
+            f"fastest cached load: {best}: {median(times[best]) / base:.3f} of the baseline "
+            f"({median(total[best]) / base_total:.3f} counting the first read of every weight)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

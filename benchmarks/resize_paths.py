@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How far the 'torch' resize path of wszoo.transforms.resize_image is from the 'cv2' one.
+"""How far the 'torch' resize path of wszoo.modeling.transforms.resize_image is from the 'cv2' one.
 
 The 'cv2' path (OpenCV INTER_LINEAR on uint8, what MMCV does) is the reference; the 'torch'
 path is ``F.interpolate(bilinear, align_corners=False)`` in float32, rounded to integers. For
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import median, print_environment, print_table, timed
 
 # (height, width): upscales first, then downscales, one portrait.
@@ -37,8 +36,9 @@ def natural_image(height: int, width: int, seed: int) -> np.ndarray:
     image = np.zeros((height, width, 3), np.float32)
     for c in range(3):  # smooth gradient in a random direction
         angle = rng.uniform(0, 2 * np.pi)
-        ramp = (np.cos(angle) * xx / width + np.sin(angle) * yy / height)
+        ramp = np.cos(angle) * xx / width + np.sin(angle) * yy / height
         image[..., c] = 128 + 60 * ramp + rng.uniform(-30, 30)
+
     def noise_field(cells: int) -> np.ndarray:
         small = rng.normal(0, 1, (cells, max(2, cells * width // height), 3)).astype(np.float32)
         return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
@@ -51,11 +51,21 @@ def natural_image(height: int, width: int, seed: int) -> np.ndarray:
         kind = rng.integers(0, 3)
         if kind == 0:
             x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-            cv2.rectangle(canvas, (x0, y0), (x0 + int(rng.integers(5, unit // 3)), y0 + int(rng.integers(5, unit // 3))),
-                          color, thickness=-1)
+            cv2.rectangle(
+                canvas,
+                (x0, y0),
+                (x0 + int(rng.integers(5, unit // 3)), y0 + int(rng.integers(5, unit // 3))),
+                color,
+                thickness=-1,
+            )
         elif kind == 1:
-            cv2.circle(canvas, (int(rng.integers(0, width)), int(rng.integers(0, height))),
-                       int(rng.integers(3, unit // 6)), color, thickness=-1)
+            cv2.circle(
+                canvas,
+                (int(rng.integers(0, width)), int(rng.integers(0, height))),
+                int(rng.integers(3, unit // 6)),
+                color,
+                thickness=-1,
+            )
         else:
             points = rng.integers(0, [width, height], (5, 2)).astype(np.int32)
             cv2.fillPoly(canvas, [points], color)
@@ -73,8 +83,13 @@ def natural_image(height: int, width: int, seed: int) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", nargs="*", type=Path, default=None, help="photographs to use instead")
-    parser.add_argument("--sizes", nargs="*", default=None, metavar="HxW",
-                        help="generated image sizes (default: " + " ".join(f"{h}x{w}" for h, w in DEFAULT_SIZES) + ")")
+    parser.add_argument(
+        "--sizes",
+        nargs="*",
+        default=None,
+        metavar="HxW",
+        help="generated image sizes (default: " + " ".join(f"{h}x{w}" for h, w in DEFAULT_SIZES) + ")",
+    )
     parser.add_argument("--scale", default="1333x800", metavar="LONGxSHORT", help="keep-ratio test scale")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per path and image")
     parser.add_argument("--threads", type=int, default=None)
@@ -85,11 +100,12 @@ def main() -> None:
 
     import cv2
 
-    from wszoo.transforms import rescale_size, resize_image
+    from wszoo.modeling.transforms import rescale_size, resize_image
 
     scale = tuple(int(v) for v in args.scale.lower().split("x"))
-    print_environment({"opencv": cv2.__version__, "cv2 threads": cv2.getNumThreads(), "scale": scale,
-                       "repeats": args.repeats})
+    print_environment(
+        {"opencv": cv2.__version__, "cv2 threads": cv2.getNumThreads(), "scale": scale, "repeats": args.repeats}
+    )
 
     inputs: list[tuple[str, np.ndarray]] = []
     if args.images:
@@ -109,26 +125,42 @@ def main() -> None:
         image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
         h, w = image.shape[-2:]
         size = rescale_size(h, w, scale)
-        paths = {b: (lambda b=b: resize_image(image, size, backend=b)) for b in ("cv2", "torch")}
+        paths = {
+            b: (lambda b=b, image=image, size=size: resize_image(image, size, backend=b)) for b in ("cv2", "torch")
+        }
         out = {b: fn() for b, fn in paths.items()}  # also the warm-up
         times = {b: [] for b in paths}
         for rep in range(args.repeats):
-            for b in (("cv2", "torch") if rep % 2 == 0 else ("torch", "cv2")):
+            for b in ("cv2", "torch") if rep % 2 == 0 else ("torch", "cv2"):
                 times[b].append(timed(paths[b]))
         diff = (out["cv2"] - out["torch"]).abs()
         all_diffs.append(diff.flatten())
         kind = "up" if size[0] > h else ("down" if size[0] < h else "same")
         t_cv2, t_torch = median(times["cv2"]), median(times["torch"])
-        rows.append([name, f"{size[0]}x{size[1]} ({kind} x{size[0] / h:.3f})", int(diff.max()),
-                     f"{100 * float((diff > 0).float().mean()):.2f}%", f"{100 * float((diff > 1).float().mean()):.4f}%",
-                     f"{float(diff.mean()):.4f}", t_cv2 * 1e3, t_torch * 1e3, f"{t_torch / t_cv2:.2f}"])
-    print_table(["image", "resized to", "max |diff|", "differ", "differ > 1", "mean |diff|",
-                 "cv2 ms", "torch ms", "torch/cv2"], rows)
+        rows.append(
+            [
+                name,
+                f"{size[0]}x{size[1]} ({kind} x{size[0] / h:.3f})",
+                int(diff.max()),
+                f"{100 * float((diff > 0).float().mean()):.2f}%",
+                f"{100 * float((diff > 1).float().mean()):.4f}%",
+                f"{float(diff.mean()):.4f}",
+                t_cv2 * 1e3,
+                t_torch * 1e3,
+                f"{t_torch / t_cv2:.2f}",
+            ]
+        )
+    print_table(
+        ["image", "resized to", "max |diff|", "differ", "differ > 1", "mean |diff|", "cv2 ms", "torch ms", "torch/cv2"],
+        rows,
+    )
     everything = torch.cat(all_diffs)
-    print(f"\nall images: max |diff| {int(everything.max())} grey levels, "
-          f"{100 * float((everything > 0).float().mean()):.2f}% of values differ, "
-          f"{100 * float((everything > 1).float().mean()):.4f}% by more than one level, "
-          f"mean |diff| {float(everything.mean()):.4f}")
+    print(
+        f"\nall images: max |diff| {int(everything.max())} grey levels, "
+        f"{100 * float((everything > 0).float().mean()):.2f}% of values differ, "
+        f"{100 * float((everything > 1).float().mean()):.4f}% by more than one level, "
+        f"mean |diff| {float(everything.mean()):.4f}"
+    )
 
 
 if __name__ == "__main__":

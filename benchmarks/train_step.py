@@ -37,22 +37,36 @@ def _worker(args) -> None:
     import torch
 
     from wszoo.arch import DetectorArch
-    from wszoo.models import build_detector
+    from wszoo.modeling.detector import build_detector
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = build_detector(
-        arch=DetectorArch(depth=args.depth, weight_standardization=args.ws == "ws"), num_classes=81,
-        image_scale=_pair(args.scale), box_batch_size_per_image=args.rois,
-    ).to(device).train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.001, momentum=0.9,
-                                weight_decay=1e-4)
+    model = (
+        build_detector(
+            arch=DetectorArch(depth=args.depth, weight_standardization=args.ws == "ws"),
+            num_classes=81,
+            image_scale=_pair(args.scale),
+            box_batch_size_per_image=args.rois,
+        )
+        .to(device)
+        .train()
+    )
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=0.001, momentum=0.9, weight_decay=1e-4
+    )
     height, width = _pair(args.size)
     generator = torch.Generator().manual_seed(1)
-    images = [torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator).to(device)
-              for _ in range(args.batch)]
-    targets = [{"boxes": torch.tensor([[10.0, 20.0, 200.0, 220.0], [250.0, 100.0, 480.0, 400.0]], device=device),
-                "labels": torch.tensor([3, 17], device=device)} for _ in range(args.batch)]
+    images = [
+        torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator).to(device)
+        for _ in range(args.batch)
+    ]
+    targets = [
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 200.0, 220.0], [250.0, 100.0, 480.0, 400.0]], device=device),
+            "labels": torch.tensor([3, 17], device=device),
+        }
+        for _ in range(args.batch)
+    ]
     amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
 
     def step() -> None:
@@ -98,16 +112,29 @@ def main() -> None:
     if args.ws:
         _worker(args)
         return
-    print_environment({"device": args.device, "depth": args.depth, "images": f"{args.batch} x {args.size}",
-                       "image_scale": args.scale, "rois/image": args.rois, "amp": args.amp})
+    print_environment(
+        {
+            "device": args.device,
+            "depth": args.depth,
+            "images": f"{args.batch} x {args.size}",
+            "image_scale": args.scale,
+            "rois/image": args.rois,
+            "amp": args.amp,
+        }
+    )
     results = {"ws": {"times": [], "peak_mb": 0.0}, "plain": {"times": [], "peak_mb": 0.0}}
     ratios = []
     for round_index in range(args.rounds):
         order = ("ws", "plain") if round_index % 2 == 0 else ("plain", "ws")
         medians = {}
         for variant in order:
-            out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--ws", variant], check=True,
-                                 capture_output=True, text=True, env={**os.environ}).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, *sys.argv[1:], "--ws", variant],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ},
+            ).stdout
             record = json.loads(out.strip().splitlines()[-1])
             results[variant]["times"] += record["times"]
             results[variant]["peak_mb"] = max(results[variant]["peak_mb"], record["peak_mb"])
@@ -116,8 +143,10 @@ def main() -> None:
     ws, plain = median(results["ws"]["times"]), median(results["plain"]["times"])
     print_table(
         ["model", "step (s, median)", "peak memory (MB)"],
-        [["GN+WS", f"{ws:.3f}", f"{results['ws']['peak_mb']:.0f}"],
-         ["GN, plain conv", f"{plain:.3f}", f"{results['plain']['peak_mb']:.0f}"]],
+        [
+            ["GN+WS", f"{ws:.3f}", f"{results['ws']['peak_mb']:.0f}"],
+            ["GN, plain conv", f"{plain:.3f}", f"{results['plain']['peak_mb']:.0f}"],
+        ],
     )
     print(f"\nstep time WS / plain: {ws / plain:.3f} (median of per-round ratios {median(ratios):.3f}; goal <= 1.05)")
     print(f"peak memory WS / plain: {results['ws']['peak_mb'] / results['plain']['peak_mb']:.3f}")

@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """Throughput of checkpoint verification and single-pass hashing of downloads.
 
-1. ``wszoo.download.sha256_of_file`` on a random file already in the page cache, against
+1. ``wszoo.hub.download.sha256_of_file`` on a random file already in the page cache, against
    ``hashlib.sha256`` over the same bytes already in memory (a bytes object): the ratio of
    throughputs (goal >= 0.9). The two are interleaved; medians of ``--repeats``.
-2. ``wszoo.download.download`` of the same file from an in-process threaded ``http.server`` on
+2. ``wszoo.hub.download.download`` of the same file from an in-process threaded ``http.server`` on
    127.0.0.1 into a temporary cache, instrumented to prove the bytes are hashed in one pass:
-   ``hashlib.sha256`` inside ``wszoo.download`` is replaced by a counting wrapper (bytes passed
+   ``hashlib.sha256`` inside ``wszoo.hub.download`` is replaced by a counting wrapper (bytes passed
    to ``update`` must equal the file size), ``sha256_of_file`` and ``_hash_until_eof`` raise /
    count if called (the written file must not be read back), and ``open`` inside
-   ``wszoo.download`` records its modes (no read mode allowed). Its throughput is compared with
+   ``wszoo.hub.download`` records its modes (no read mode allowed). Its throughput is compared with
    a baseline that streams the same URL with ``requests`` into a file (same 64 KiB chunks,
    fsync at the end) without hashing.
 
@@ -25,7 +25,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -80,11 +79,16 @@ def main() -> None:
 
     import requests
 
-    import wszoo.download as wd
+    import wszoo.hub.download as wd
 
     size = int(args.size_mb * 1e6)
-    print_environment({"file size": f"{size} bytes ({size / 1e6:.1f} MB)",
-                       "hash chunk": f"{wd._HASH_CHUNK_SIZE} bytes", "openssl": __import__("ssl").OPENSSL_VERSION})
+    print_environment(
+        {
+            "file size": f"{size} bytes ({size / 1e6:.1f} MB)",
+            "hash chunk": f"{wd._HASH_CHUNK_SIZE} bytes",
+            "openssl": __import__("ssl").OPENSSL_VERSION,
+        }
+    )
     work = Path(tempfile.mkdtemp(prefix="wszoo-verify-", dir=args.dir))
     try:
         source = work / "serve" / "checkpoint.pth"
@@ -95,6 +99,7 @@ def main() -> None:
 
         # ---- 1. hashing throughput ----------------------------------------------------------
         assert wd.sha256_of_file(source) == expected
+
         def sha256_mmap() -> str:
             # An alternative, not wszoo's: hash the page cache through mmap (no copy into a buffer).
             import mmap
@@ -112,16 +117,24 @@ def main() -> None:
         print("== hashing a page-cached file vs bytes in memory ==")
         print_table(
             ["method", "median s", "min s", "MB/s (median)"],
-            [["hashlib.sha256(bytes) (baseline)", t_mem, min(mem_times), size / 1e6 / t_mem],
-             ["wszoo.download.sha256_of_file", t_file, min(file_times), size / 1e6 / t_file],
-             ["(alternative) hashlib over mmap of the file", median(mmap_times), min(mmap_times),
-              size / 1e6 / median(mmap_times)]],
+            [
+                ["hashlib.sha256(bytes) (baseline)", t_mem, min(mem_times), size / 1e6 / t_mem],
+                ["wszoo.hub.download.sha256_of_file", t_file, min(file_times), size / 1e6 / t_file],
+                [
+                    "(alternative) hashlib over mmap of the file",
+                    median(mmap_times),
+                    min(mmap_times),
+                    size / 1e6 / median(mmap_times),
+                ],
+            ],
         )
         ratio = t_mem / t_file
         paired = median([m / f for m, f in zip(mem_times, file_times)])
-        print(f"\nthroughput(sha256_of_file) / throughput(hashlib on bytes) = {ratio:.4f} "
-              f"(median of per-rep ratios {paired:.4f}, best-of-run {min(mem_times) / min(file_times):.4f}); "
-              f"goal >= 0.9: {'MET' if ratio >= 0.9 else 'MISSED'}")
+        print(
+            f"\nthroughput(sha256_of_file) / throughput(hashlib on bytes) = {ratio:.4f} "
+            f"(median of per-rep ratios {paired:.4f}, best-of-run {min(mem_times) / min(file_times):.4f}); "
+            f"goal >= 0.9: {'MET' if ratio >= 0.9 else 'MISSED'}"
+        )
         print(f"(alternative) mmap: {t_mem / median(mmap_times):.4f} of the in-memory throughput\n")
 
         # ---- 2. download: single pass ---------------------------------------------------------
@@ -154,12 +167,20 @@ def main() -> None:
                 opened.clear()
                 rehashed["bytes"] = 0
                 shutil.rmtree(cache, ignore_errors=True)
-                with mock.patch.object(wd, "hashlib", mock.Mock(sha256=_CountingSha256)), \
-                        mock.patch.object(wd, "sha256_of_file", forbidden_sha256_of_file), \
-                        mock.patch.object(wd, "_hash_until_eof", counting_hash_until_eof), \
-                        mock.patch.object(wd, "open", recording_open, create=True):
-                    return wd.download(url=url, file_name=source.name, sha256_prefix=expected[:16],
-                                       cache_dir=cache, progress=False, retries=0)
+                with (
+                    mock.patch.object(wd, "hashlib", mock.Mock(sha256=_CountingSha256)),
+                    mock.patch.object(wd, "sha256_of_file", forbidden_sha256_of_file),
+                    mock.patch.object(wd, "_hash_until_eof", counting_hash_until_eof),
+                    mock.patch.object(wd, "open", recording_open, create=True),
+                ):
+                    return wd.download(
+                        url=url,
+                        file_name=source.name,
+                        sha256_prefix=expected[:16],
+                        cache_dir=cache,
+                        progress=False,
+                        retries=0,
+                    )
 
             def run_baseline() -> None:
                 target = work / "baseline.bin"
@@ -189,16 +210,20 @@ def main() -> None:
             server.server_close()
 
         print("== download of the file from 127.0.0.1 (http.server, threaded) ==")
-        print(f"hasher instances: {instances}; bytes passed to sha256.update: {hashed} (file size {size}); "
-              f"bytes re-hashed from disk (_hash_until_eof): {reread}; sha256_of_file calls: 0 (it raises)")
-        print(f"files opened by wszoo.download: {modes}")
+        print(
+            f"hasher instances: {instances}; bytes passed to sha256.update: {hashed} (file size {size}); "
+            f"bytes re-hashed from disk (_hash_until_eof): {reread}; sha256_of_file calls: 0 (it raises)"
+        )
+        print(f"files opened by wszoo.hub.download: {modes}")
         single_pass = hashed == size and reread == 0 and all("r" not in m and "+" not in m for _, m in modes)
         print(f"single pass over the bytes: {'YES' if single_pass else 'NO'}\n")
         t_dl, t_base = median(dl_times), median(base_times)
         print_table(
             ["method", "median s", "min s", "MB/s (median)"],
-            [["requests stream -> file + fsync, no hash (baseline)", t_base, min(base_times), size / 1e6 / t_base],
-             ["wszoo.download.download (hash while writing)", t_dl, min(dl_times), size / 1e6 / t_dl]],
+            [
+                ["requests stream -> file + fsync, no hash (baseline)", t_base, min(base_times), size / 1e6 / t_base],
+                ["wszoo.hub.download.download (hash while writing)", t_dl, min(dl_times), size / 1e6 / t_dl],
+            ],
         )
         print(f"\nthroughput(download) / throughput(baseline) = {t_base / t_dl:.4f}")
         if not single_pass:

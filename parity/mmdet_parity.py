@@ -20,7 +20,7 @@ Run (from the repository root)::
 What it does, per variant: builds MMDetection's detector from the config shipped inside the
 mmdet package (``mmdet/.mim/configs/gn+ws/``), gives it deterministic random weights (seeded,
 with the R-CNN classifier scaled so that many scores pass 0.05), converts that state dict with
-wszoo's converter, loads it strictly into ``wszoo.models.build_detector`` and runs both on the
+wszoo's converter, loads it strictly into ``wszoo.modeling.detector.build_detector`` and runs both on the
 same photographs with the same torch thread count. It compares every stage:
 
 * ``input``: the normalised, padded batch (covers resize, normalisation and padding);
@@ -85,16 +85,32 @@ def _shim_nms(bboxes, scores, iou_threshold, offset=0, **_unused):
     return torchvision.ops.nms(bboxes, scores, float(iou_threshold))
 
 
-def _shim_roi_align_forward(input, rois, output, argmax_y, argmax_x, *, aligned_height, aligned_width,
-                            spatial_scale, sampling_ratio, pool_mode, aligned):
+def _shim_roi_align_forward(
+    input,
+    rois,
+    output,
+    argmax_y,
+    argmax_x,
+    *,
+    aligned_height,
+    aligned_width,
+    spatial_scale,
+    sampling_ratio,
+    pool_mode,
+    aligned,
+):
     """mmcv ``ext_module.roi_align_forward``: writes the pooled features into ``output``."""
     import torchvision
 
     if int(pool_mode) != 1:
         raise NotImplementedError("the mmcv._ext stand-in supports roi_align with pool_mode='avg' only")
     pooled = torchvision.ops.roi_align(
-        input, rois, (int(aligned_height), int(aligned_width)), spatial_scale=float(spatial_scale),
-        sampling_ratio=int(sampling_ratio), aligned=bool(aligned),
+        input,
+        rois,
+        (int(aligned_height), int(aligned_width)),
+        spatial_scale=float(spatial_scale),
+        sampling_ratio=int(sampling_ratio),
+        aligned=bool(aligned),
     )
     output.copy_(pooled)
 
@@ -178,8 +194,7 @@ def build_mmdet(variant: str):
     return init_detector(cfg, checkpoint=None, palette="random", device="cpu")
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0, *, cls_gain: float = 3.0,
-               mask_gain: float = 6.0) -> None:
+def randomize_(model: torch.nn.Module, seed: int = 0, *, cls_gain: float = 3.0, mask_gain: float = 6.0) -> None:
     """Deterministic random weights that make the detector produce many detections.
 
     Every parameter gets seeded values (per key, in state-dict order): conv/linear weights
@@ -212,8 +227,9 @@ def randomize_(model: torch.nn.Module, seed: int = 0, *, cls_gain: float = 3.0,
 
 def build_wszoo(variant: str, mmdet_state_dict: dict[str, torch.Tensor]):
     """wszoo's detector for ``variant``, loaded (strictly) from a converted MMDetection state dict."""
+    from wszoo.arch import DetectorArch
     from wszoo.conversion import DETECTOR_RULES, convert_state_dict
-    from wszoo.models import DetectorArch, build_detector
+    from wszoo.modeling.detector import build_detector
 
     _, depth, groups, base_width, with_mask = VARIANTS[variant]
     arch = DetectorArch(depth=depth, groups=groups, base_width=base_width, with_mask=with_mask)
@@ -304,8 +320,13 @@ def run_wszoo_stages(model, rgb: np.ndarray, mm_fpn=None, mm_proposals=None) -> 
     body = model.backbone.body.forward_features(image_list.tensors)
     feats = model.backbone(image_list.tensors)
     proposals, _ = model.rpn(image_list, feats)
-    out = {"input": image_list.tensors, "backbone": body, "fpn": list(feats.values()),
-           "proposals": proposals[0], "meta": metas[0]}
+    out = {
+        "input": image_list.tensors,
+        "backbone": body,
+        "fpn": list(feats.values()),
+        "proposals": proposals[0],
+        "meta": metas[0],
+    }
     if mm_fpn is not None and mm_proposals is not None:
         mm_feats = dict(zip(feats.keys(), mm_fpn))
         out["dets_from_mm_proposals"] = _ws_instances(model.roi_heads.predict(mm_feats, [mm_proposals], metas)[0])
@@ -349,8 +370,10 @@ class DetComparison:
 
     def row(self) -> str:
         masks = "-" if self.mask_pixels_diff is None else f"{self.mask_pixels_diff}/{self.mask_pixels_total}"
-        return (f"n={self.n_mm}/{self.n_ws} labels={'=' if self.labels_equal else 'DIFF'} "
-                f"|Δscore|={self.max_score_diff:.3g} |Δbox|={self.max_box_diff:.3g} mask px Δ={masks}")
+        return (
+            f"n={self.n_mm}/{self.n_ws} labels={'=' if self.labels_equal else 'DIFF'} "
+            f"|Δscore|={self.max_score_diff:.3g} |Δbox|={self.max_box_diff:.3g} mask px Δ={masks}"
+        )
 
 
 def compare_detections(mm: dict[str, torch.Tensor], ws: dict[str, torch.Tensor]) -> DetComparison:
@@ -400,8 +423,14 @@ class ImageReport:
 
     def exact(self, box_tol: float = 1e-4, score_tol: float = 1e-4, mask_tol: int = 0) -> bool:
         f = self.final
-        return (f is not None and f.same_count and f.labels_equal and f.max_box_diff <= box_tol
-                and f.max_score_diff <= score_tol and (f.mask_pixels_diff or 0) <= mask_tol)
+        return (
+            f is not None
+            and f.same_count
+            and f.labels_equal
+            and f.max_box_diff <= box_tol
+            and f.max_score_diff <= score_tol
+            and (f.mask_pixels_diff or 0) <= mask_tol
+        )
 
 
 def compare_image(variant: str, image_name: str, mm_model, ws_model, *, stages: bool = True) -> ImageReport:
@@ -446,8 +475,10 @@ def prepare_variant(variant: str, seed: int = 0):
 
 def print_report(report: ImageReport) -> None:
     h, w = report.size
-    print(f"\n== {report.variant} / {report.image} ({h}x{w}) "
-          f"[mmdet {report.seconds_mm:.1f}s, wszoo {report.seconds_ws:.1f}s]")
+    print(
+        f"\n== {report.variant} / {report.image} ({h}x{w}) "
+        f"[mmdet {report.seconds_mm:.1f}s, wszoo {report.seconds_ws:.1f}s]"
+    )
     for name, desc in report.stages:
         print(f"  {name:<28} {desc}")
     f = report.final
@@ -458,20 +489,28 @@ def print_report(report: ImageReport) -> None:
 
 def print_summary(reports: list[ImageReport]) -> None:
     print("\nSummary (final detections, mmdet vs wszoo)")
-    header = f"{'variant':<16} {'image':<10} {'dets mm/ws':>10} {'labels':>6} {'max|Δbox|':>10} {'max|Δscore|':>12} {'mask px Δ':>16}"
+    header = (
+        f"{'variant':<16} {'image':<10} {'dets mm/ws':>10} {'labels':>6} {'max|Δbox|':>10} {'max|Δscore|':>12} "
+        f"{'mask px Δ':>16}"
+    )
     print(header)
     print("-" * len(header))
     for r in reports:
         f = r.final
         masks = "-" if f.mask_pixels_diff is None else f"{f.mask_pixels_diff}/{f.mask_pixels_total}"
-        print(f"{r.variant:<16} {r.image:<10} {f'{f.n_mm}/{f.n_ws}':>10} {'=' if f.labels_equal else 'DIFF':>6} "
-              f"{f.max_box_diff:>10.3g} {f.max_score_diff:>12.3g} {masks:>16}")
+        print(
+            f"{r.variant:<16} {r.image:<10} {f'{f.n_mm}/{f.n_ws}':>10} {'=' if f.labels_equal else 'DIFF':>6} "
+            f"{f.max_box_diff:>10.3g} {f.max_score_diff:>12.3g} {masks:>16}"
+        )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                        help=f"comma-separated, or 'all' (x101 ones are slow on CPU): {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated, or 'all' (x101 ones are slow on CPU): {', '.join(VARIANTS)}",
+    )
     parser.add_argument("--images", default=",".join(DEFAULT_IMAGES), help=f"comma-separated: {', '.join(IMAGES)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-stages", action="store_true", help="compare final detections only")
@@ -490,8 +529,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     import mmengine
 
     shim = isinstance(sys.modules.get("mmcv._ext"), _ExtShim)
-    print(f"mmdet {mmdet.__version__}, mmcv {mmcv.__version__} ({'mmcv-lite + torchvision ops stand-in' if shim else 'compiled ops'}), "
-          f"mmengine {mmengine.__version__}, torch {torch.__version__}, threads {torch.get_num_threads()}, seed {args.seed}")
+    print(
+        f"mmdet {mmdet.__version__}, mmcv {mmcv.__version__} "
+        f"({'mmcv-lite + torchvision ops stand-in' if shim else 'compiled ops'}), mmengine {mmengine.__version__}, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, seed {args.seed}"
+    )
     reports = []
     for variant in variants:
         mm_model, ws_model = prepare_variant(variant, args.seed)

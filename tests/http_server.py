@@ -17,13 +17,14 @@ Faults on a path are used up in the order they were added. Paths are matched
 against the request path as sent (still percent-encoded) and then decoded, so
 ``"/gn%2Bws/x"`` and ``"/gn+ws/x"`` both work as keys.
 
-The ``http_server`` pytest fixture yields a running, empty :class:`Server`;
+The ``http_server`` fixture of ``conftest.py`` yields a running, empty :class:`Server`;
 add files with :meth:`Server.add`.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 import threading
@@ -36,9 +37,7 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
-import pytest
-
-__all__ = ["Request", "Server", "http_server", "serve"]
+__all__ = ["Request", "Server", "serve"]
 
 _WRITE_CHUNK = 64 * 1024
 
@@ -91,9 +90,7 @@ class Server:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True  # A stuck client must not block close().
         self._httpd.owner = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     # -- configuration -----------------------------------------------------
@@ -282,10 +279,8 @@ class _Handler(BaseHTTPRequestHandler):
         # Shut the socket down now so the client sees EOF mid-body at once,
         # instead of waiting for more bytes promised by Content-Length.
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _send_status(self, status: int, *, extra: Mapping[str, str] | None = None) -> None:
         body = f"{status} {self.responses.get(status, ('',))[0]}\n".encode()
@@ -316,10 +311,3 @@ def serve(files: Mapping[str, bytes] | str | os.PathLike[str] | None = None) -> 
         yield server
     finally:
         server.close()
-
-
-@pytest.fixture
-def http_server() -> Iterator[Server]:
-    """A running, empty :class:`Server`; add files with ``server.add``."""
-    with serve() as server:
-        yield server

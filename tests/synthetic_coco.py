@@ -33,8 +33,8 @@ def _shape_mask(category: int, height: int, width: int, box: tuple[int, int, int
 
 
 def _segmentation(category: int, mask: torch.Tensor, box) -> object:
-    from pycocotools import mask as mask_utils
     import numpy as np
+    from pycocotools import mask as mask_utils
 
     x0, y0, x1, y1 = box
     if category == 1:
@@ -68,27 +68,52 @@ def make_dataset(
         images.append(record)
         empty = with_empty and index == num_images - 1
         count = 0 if empty else 1 + int(torch.randint(2, (1,), generator=generator))
-        slots = [(2, 2), (width // 2, height // 2)] if count == 2 else [(int(torch.randint(0, width - 40, (1,), generator=generator)),
-                                                                          int(torch.randint(0, height - 40, (1,), generator=generator)))]
+        slots = (
+            [(2, 2), (width // 2, height // 2)]
+            if count == 2
+            else [
+                (
+                    int(torch.randint(0, width - 40, (1,), generator=generator)),
+                    int(torch.randint(0, height - 40, (1,), generator=generator)),
+                )
+            ]
+        )
         for x, y in slots[:count]:
             category = CATEGORIES[int(torch.randint(3, (1,), generator=generator))]["id"]
-            side = int(torch.randint(20, 29, (1,), generator=generator)) if count == 2 else int(torch.randint(24, 39, (1,), generator=generator))
+            side = (
+                int(torch.randint(20, 29, (1,), generator=generator))
+                if count == 2
+                else int(torch.randint(24, 39, (1,), generator=generator))
+            )
             box = (x, y, min(x + side, width), min(y + side, height))
             mask = _shape_mask(category, height, width, box)
             image[:, mask] = torch.tensor(COLOURS[category], dtype=torch.uint8)[:, None]
             ys, xs = torch.where(mask)
             bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": record["id"], "category_id": category, "bbox": bbox,
-                "area": float(mask.sum()), "iscrowd": 0, "segmentation": _segmentation(category, mask, box),
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": record["id"],
+                    "category_id": category,
+                    "bbox": bbox,
+                    "area": float(mask.sum()),
+                    "iscrowd": 0,
+                    "segmentation": _segmentation(category, mask, box),
+                }
+            )
         write_png(image, str(image_dir / record["file_name"]))
     if with_crowd:
-        annotations.append({
-            "id": len(annotations) + 1, "image_id": images[0]["id"], "category_id": 1,
-            "bbox": [40.0, 40.0, 10.0, 10.0], "area": 100.0, "iscrowd": 1,
-            "segmentation": {"size": [images[0]["height"], images[0]["width"]], "counts": _crowd_counts(images[0])},
-        })
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": images[0]["id"],
+                "category_id": 1,
+                "bbox": [40.0, 40.0, 10.0, 10.0],
+                "area": 100.0,
+                "iscrowd": 1,
+                "segmentation": {"size": [images[0]["height"], images[0]["width"]], "counts": _crowd_counts(images[0])},
+            }
+        )
     ann_file = root / "instances.json"
     ann_file.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
     return image_dir, ann_file
@@ -114,13 +139,20 @@ def ground_truth_results(ann_file: Path) -> list[dict]:
     """The non-crowd annotations as COCO results with score 1 (a perfect detector)."""
     data = json.loads(Path(ann_file).read_text())
     return [
-        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0,
-         "segmentation": a["segmentation"]}
-        for a in data["annotations"] if not a["iscrowd"]
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": a["bbox"],
+            "score": 1.0,
+            "segmentation": a["segmentation"],
+        }
+        for a in data["annotations"]
+        if not a["iscrowd"]
     ]
 
 
 # Build options that keep a depth-18 detector fast on a CPU: no upscaling of the 64-80 px
 # images, 16 sampled RoIs per image in training, 20 proposals per image at test time.
-SMALL_BUILD = dict(image_scale=(80, 64), box_batch_size_per_image=16, rpn_pre_nms_top_n_test=100,
-                   rpn_post_nms_top_n_test=20)
+SMALL_BUILD = dict(
+    image_scale=(80, 64), box_batch_size_per_image=16, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=20
+)

@@ -24,6 +24,8 @@ import pytest
 PARITY_DIR = Path(__file__).resolve().parent.parent / "parity"
 
 pytestmark = [
+    pytest.mark.mmdet,
+    pytest.mark.slow,
     pytest.mark.skipif(os.environ.get("WSZOO_MMDET_PARITY") != "1", reason="set WSZOO_MMDET_PARITY=1 to run"),
     pytest.mark.skipif(
         not all(importlib.util.find_spec(m) is not None for m in ("mmdet", "mmengine", "mmcv", "skimage")),

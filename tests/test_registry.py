@@ -27,8 +27,14 @@ def test_mmdet_config_names_and_paths_resolve(entry: ZooEntry):
     # The two MMDetection naming schemes: '-' in v2 only before 'all'; v3 uses '-' between words.
     assert "_gn_ws-all_" in v2 and "_gn-ws-all_" in v3
     assert v3.replace("-", "_") == entry.name
-    for alias in (v2, v3, f"{v2}.py", f"configs/gn+ws/{v2}.py", f"configs/gn+ws/{v3}.py",
-                  f"/home/me/mmdetection/configs/gn+ws/{v2}.py"):
+    for alias in (
+        v2,
+        v3,
+        f"{v2}.py",
+        f"configs/gn+ws/{v2}.py",
+        f"configs/gn+ws/{v3}.py",
+        f"/home/me/mmdetection/configs/gn+ws/{v2}.py",
+    ):
         assert get_entry(alias) is entry, alias
     assert set(entry.aliases) == {v2, v3}
 
@@ -52,7 +58,8 @@ def test_specific_aliases():
     assert get_entry("mask_rcnn_r50_fpn_gn_ws-all_2x_coco").name == "mask_rcnn_r50_fpn_gn_ws_all_2x_coco"
     assert get_entry("mask-rcnn_r50_fpn_gn-ws-all_2x_coco").name == "mask_rcnn_r50_fpn_gn_ws_all_2x_coco"
     assert get_entry("configs/gn+ws/mask-rcnn_x101-32x4d_fpn_gn-ws-all_20-23-24e_coco.py").name == (
-        "mask_rcnn_x101_32x4d_fpn_gn_ws_all_20_23_24e_coco")
+        "mask_rcnn_x101_32x4d_fpn_gn_ws_all_20_23_24e_coco"
+    )
     assert get_entry("open-mmlab://jhu/resnet50_gn_ws").name == "resnet50_gn_ws"
 
 
@@ -95,7 +102,8 @@ def test_list_models_include_exclude_wildcards():
     assert masks == [e.name for e in ENTRIES if e.name.startswith("mask_rcnn_")]
     assert len(masks) == 9
     assert list_models(["faster_rcnn_*", "resnet*"]) == [
-        e.name for e in ENTRIES if e.name.startswith(("faster_rcnn_", "resnet"))]
+        e.name for e in ENTRIES if e.name.startswith(("faster_rcnn_", "resnet"))
+    ]
     no_x = list_models("mask_rcnn_*", exclude="*x*32x4d*")
     assert no_x == [n for n in masks if "32x4d" not in n] and len(no_x) == 5
     assert list_models("*", exclude=["*_coco", "*_gn*"]) == []
@@ -112,8 +120,10 @@ def test_list_models_backbone_filter_is_case_insensitive_with_wildcards():
     assert list_models(backbone="x-101*") == [e.name for e in ENTRIES if e.backbone.startswith("X-101")]
     assert len(list_models(backbone="X-101*")) == 5  # 1 Faster + 2 Mask R-CNN, 2 ImageNet backbones
     assert list_models(backbone="R-50-FPN") == [
-        "faster_rcnn_r50_fpn_gn_ws_all_1x_coco", "mask_rcnn_r50_fpn_gn_ws_all_2x_coco",
-        "mask_rcnn_r50_fpn_gn_ws_all_20_23_24e_coco"]
+        "faster_rcnn_r50_fpn_gn_ws_all_1x_coco",
+        "mask_rcnn_r50_fpn_gn_ws_all_2x_coco",
+        "mask_rcnn_r50_fpn_gn_ws_all_20_23_24e_coco",
+    ]
 
 
 def test_list_models_has_weights():
@@ -125,8 +135,9 @@ def test_list_models_has_weights():
 
 
 def test_list_models_filters_combine():
-    names = list_models("mask_rcnn_*", exclude="*20_23_24e*", task="instance_segmentation",
-                        backbone="R-*", has_weights=True)
+    names = list_models(
+        "mask_rcnn_*", exclude="*20_23_24e*", task="instance_segmentation", backbone="R-*", has_weights=True
+    )
     assert names == ["mask_rcnn_r50_fpn_gn_ws_all_2x_coco", "mask_rcnn_r101_fpn_gn_ws_all_2x_coco"]
     assert list_models("faster_rcnn_*", task="instance_segmentation") == []
     for name in list_models(task="object_detection", has_weights=True):

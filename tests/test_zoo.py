@@ -1,34 +1,29 @@
 """The zoo table against its sources, and every view of it (builders, hubconf, README) against the table.
 
 The published rows are read from ``tests/data/published_gn_ws_table.md`` (MMDetection's table,
-verbatim); the ImageNet backbones from ``shared/reference/backbones.json`` when it is present.
+verbatim); the ImageNet backbones from ``tests/data/backbones.json``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 import re
 from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from reference_data import backbones as reference_backbones
 
 import wszoo
-from wszoo import builders, readme
+from wszoo import builders
 from wszoo.arch import DetectorArch, ResNetArch
 from wszoo.registry import list_models
 from wszoo.zoo import ENTRIES, ZooEntry
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLISHED = Path(__file__).resolve().parent / "data" / "published_gn_ws_table.md"
-BACKBONES_JSON = next(
-    (p for p in (REPO / "shared/reference/backbones.json", REPO.parent / "shared/reference/backbones.json")
-     if p.is_file()),
-    None,
-)
 
 DETECTORS = [e for e in ENTRIES if e.task != "backbone" and e.has_weights]
 BACKBONES = [e for e in ENTRIES if e.task == "backbone"]
@@ -36,6 +31,7 @@ _LINK = re.compile(r"\[(\w+)\]\((\S+?)\)")
 
 
 # ---- the published table, parsed ----
+
 
 def _cells(line: str) -> list[str]:
     # Cells are split on '|' but not on the escaped '\|' between the model and log links.
@@ -56,13 +52,22 @@ def _published_rows() -> list[dict]:
         elif line.startswith("|") and not set(line) <= set("|:- "):
             cells = dict(zip(header, _cells(line)))
             links = dict(_LINK.findall(cells["Config"] + " " + cells["Download"]))
-            rows.append({
-                "section": section, "backbone": cells["Backbone"], "style": cells["Style"],
-                "normalization": cells["Normalization"], "lr_schedule": cells["Lr schd"],
-                "train_mem_gb": _number(cells["Mem (GB)"]), "inf_fps": _number(cells["Inf time (fps)"]),
-                "box_ap": _number(cells["box AP"]), "mask_ap": _number(cells["mask AP"]),
-                "config_url": links["config"], "model_url": links["model"], "log_url": links["log"],
-            })
+            rows.append(
+                {
+                    "section": section,
+                    "backbone": cells["Backbone"],
+                    "style": cells["Style"],
+                    "normalization": cells["Normalization"],
+                    "lr_schedule": cells["Lr schd"],
+                    "train_mem_gb": _number(cells["Mem (GB)"]),
+                    "inf_fps": _number(cells["Inf time (fps)"]),
+                    "box_ap": _number(cells["box AP"]),
+                    "mask_ap": _number(cells["mask AP"]),
+                    "config_url": links["config"],
+                    "model_url": links["model"],
+                    "log_url": links["log"],
+                }
+            )
     return rows
 
 
@@ -98,8 +103,19 @@ def test_detector_entries_and_published_rows_are_one_to_one():
 def test_entry_equals_published_row(row):
     config = _config_name(row["config_url"])
     (entry,) = [e for e in ENTRIES if e.mmdet_v2_config == config]
-    for field in ("backbone", "style", "normalization", "lr_schedule", "train_mem_gb", "inf_fps",
-                  "box_ap", "mask_ap", "config_url", "model_url", "log_url"):
+    for field in (
+        "backbone",
+        "style",
+        "normalization",
+        "lr_schedule",
+        "train_mem_gb",
+        "inf_fps",
+        "box_ap",
+        "mask_ap",
+        "config_url",
+        "model_url",
+        "log_url",
+    ):
         assert getattr(entry, field) == row[field], f"{entry.name}.{field}"
     with_mask = row["section"] == "Mask R-CNN"
     assert entry.task == ("instance_segmentation" if with_mask else "object_detection")
@@ -130,6 +146,7 @@ def test_sha256_prefixes_are_unique():
 
 # ---- ImageNet backbones ----
 
+
 @pytest.mark.parametrize("entry", BACKBONES, ids=lambda e: e.name)
 def test_backbone_file_name_hash_rule(entry: ZooEntry):
     assert isinstance(entry.arch, ResNetArch)
@@ -144,10 +161,7 @@ def test_backbone_file_name_hash_rule(entry: ZooEntry):
 
 
 def _reference_backbones() -> dict:
-    if BACKBONES_JSON is None:
-        pytest.skip("shared/reference/backbones.json is not present")
-    data = json.loads(BACKBONES_JSON.read_text())
-    return {k: v for k, v in data.items() if not k.startswith("_")}
+    return reference_backbones()
 
 
 def test_backbones_match_reference_json():
@@ -161,8 +175,12 @@ def test_backbones_match_reference_json():
         assert entry.file_name == ref["file"]
         assert entry.sha256_prefix == ref["sha256_prefix_in_name"]
         spec = ref["mmdet_backbone"]
-        expected = ResNetArch(depth=spec["depth"], groups=spec.get("groups", 1), base_width=spec.get("base_width", 64),
-                              weight_standardization=spec.get("conv_cfg", {}).get("type") == "ConvWS")
+        expected = ResNetArch(
+            depth=spec["depth"],
+            groups=spec.get("groups", 1),
+            base_width=spec.get("base_width", 64),
+            weight_standardization=spec.get("conv_cfg", {}).get("type") == "ConvWS",
+        )
         assert entry.arch == expected
         for config in ref["used_by"]:  # the detectors start from this backbone
             detector = wszoo.get_entry(config)
@@ -171,16 +189,19 @@ def test_backbones_match_reference_json():
 
 # ---- views of the table ----
 
+
 def test_builders_and_entries_are_one_to_one():
     names = [e.name for e in ENTRIES]
     assert len(names) == len(set(names))
     assert builders.__all__ == names
     public_functions = {
-        n for n, f in vars(builders).items()
+        n
+        for n, f in vars(builders).items()
         if inspect.isfunction(f) and f.__module__ == builders.__name__ and not n.startswith("_")
     }
-    assert public_functions == set(names)
-    assert set(wszoo.__all__) >= set(names)
+    # get_model / get_model_info are the two lookups by name, exported by the package root only.
+    assert public_functions == set(names) | {"get_model", "get_model_info"}
+    assert set(wszoo.__all__) >= set(names) | {"get_model", "get_model_info"}
 
 
 def _load_hubconf():
@@ -208,17 +229,37 @@ def test_builder_docstring_quotes_published_ap(entry: ZooEntry):
     assert entry.backbone in doc
 
 
-def test_readme_model_table_is_generated_from_the_zoo():
+def _readme_tool():
+    spec = importlib.util.spec_from_file_location("readme_tool", REPO / "tools" / "readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_model_table_and_layout_are_generated():
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    assert readme.render(text) == text, "README.md's model table is stale: run `python -m wszoo.readme`"
+    assert _readme_tool().render(text) == text, "README.md is stale: run `python tools/readme.py --write`"
     for entry in ENTRIES:
         assert f"| {entry.name} |" in text
 
 
-def test_readme_render_replaces_a_stale_table():
+def test_readme_render_replaces_a_stale_table_and_layout():
+    readme = _readme_tool()
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    stale = text.replace("| 39.7 |", "| 99.9 |", 1)
+    stale = text.replace("| 39.7 |", "| 99.9 |", 1).replace("wszoo/modeling/rpn.py", "wszoo/heads.py", 1)
     assert stale != text
     assert readme.render(stale) == text
     with pytest.raises(ValueError, match="MODEL-TABLE"):
         readme.render("# no markers here\n")
+
+
+def test_readme_tool_check_and_write(tmp_path: Path, capsys):
+    readme = _readme_tool()
+    copy = tmp_path / "README.md"
+    copy.write_text((REPO / "README.md").read_text(encoding="utf-8").replace("| 39.7 |", "| 99.9 |", 1))
+    assert readme.main(["--check", "--readme", str(copy)]) == 1
+    assert "stale" in capsys.readouterr().err
+    assert readme.main(["--write", "--readme", str(copy)]) == 0
+    assert readme.main(["--check", "--readme", str(copy)]) == 0
+    with pytest.raises(SystemExit):  # neither --check nor --write: nothing is rewritten by accident
+        readme.main(["--readme", str(copy)])

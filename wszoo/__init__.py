@@ -4,24 +4,39 @@
     >>> wszoo.list_models("mask_rcnn_*")[:1]
     ['mask_rcnn_r50_fpn_gn_ws_all_2x_coco']
     >>> model = wszoo.get_model("mask_rcnn_r50_fpn_gn_ws_all_2x_coco", weights="DEFAULT")  # doctest: +SKIP
+
+Subpackages, data flowing one way (each imports only those above it):
+
+* the zoo table and its value types: :mod:`wszoo.zoo`, :mod:`wszoo.arch`, :mod:`wszoo.coco`,
+  :mod:`wszoo.registry`, :mod:`wszoo.settings`;
+* :mod:`wszoo.modeling`: layers, backbone, anchors, RPN, RoI heads, box ops, transforms, detector;
+* :mod:`wszoo.checkpoint_io` and :mod:`wszoo.conversion`: safe checkpoint files; MMDetection keys
+  to ours;
+* :mod:`wszoo.hub`: what ``weights=`` means, verified downloads, the Hugging Face Hub;
+* :mod:`wszoo.builders`: one builder per zoo entry;
+* :mod:`wszoo.training` and :mod:`wszoo.inference`: loops over built models;
+* :mod:`wszoo.cli`: the ``wszoo`` command.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from . import builders
-from .builders import *  # noqa: F401,F403 - one builder per zoo entry
+from . import _deprecated, builders
+from ._version import __version__
+from .builders import *  # noqa: F403 - one builder per zoo entry
+from .builders import get_model, get_model_info
 from .coco import COCO_CATEGORY_IDS, COCO_CLASSES
 from .registry import UnknownModelError, get_entry, list_models
+from .settings import DEFAULT_SETTINGS, InferenceSettings
 from .zoo import ENTRIES, ZooEntry
 
-__version__ = "0.1.0"
+_deprecated.install()
 
 __all__ = [
     "COCO_CATEGORY_IDS",
     "COCO_CLASSES",
+    "DEFAULT_SETTINGS",
     "ENTRIES",
+    "InferenceSettings",
     "UnknownModelError",
     "ZooEntry",
     "get_entry",
@@ -31,20 +46,3 @@ __all__ = [
     "__version__",
     *builders.__all__,
 ]
-
-
-def get_model(name: str, **kwargs: Any):
-    """Builds a zoo model by name or alias; ``weights="DEFAULT"`` loads the published weights.
-
-    Args:
-        name: A name of ``list_models()``, or an MMDetection v2/v3 config name.
-        **kwargs: The builder's keyword arguments (``weights``, ``pretrained``, ``num_classes``,
-            ``progress``, ...); see :func:`wszoo.builders._build`.
-    """
-    entry = get_entry(name)
-    return getattr(builders, entry.name)(**kwargs)
-
-
-def get_model_info(name: str) -> ZooEntry:
-    """The zoo entry (published metrics, URLs, hash, classes) of a model name or alias."""
-    return get_entry(name)

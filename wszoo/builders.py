@@ -11,10 +11,13 @@ from typing import Any, Optional
 from torch import nn
 
 from .arch import DetectorArch
+from .hub.weights import WeightsArg, load_state_dict, resolve_weights
+from .modeling.detector import build_detector, build_resnet
 from .registry import get_entry
-from .weights import WeightsArg, load_state_dict, resolve_weights
 from .zoo import ZooEntry
 
+# The builders, one per zoo entry: what ``hubconf.py`` and ``wszoo`` re-export. ``get_model`` and
+# ``get_model_info`` are public too, through the package root, but are not hub entry points.
 __all__ = [
     "faster_rcnn_r50_fpn_gn_ws_all_1x_coco",
     "faster_rcnn_r101_fpn_gn_ws_all_1x_coco",
@@ -39,6 +42,22 @@ __all__ = [
 ]
 
 
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Builds a zoo model by name or alias; ``weights="DEFAULT"`` loads the published weights.
+
+    Args:
+        name: A name of ``list_models()``, or an MMDetection v2/v3 config name.
+        **kwargs: The builder's keyword arguments (``weights``, ``pretrained``, ``num_classes``,
+            ``progress``, ...); see :func:`_build`.
+    """
+    return _build(get_entry(name).name, **kwargs)
+
+
+def get_model_info(name: str) -> ZooEntry:
+    """The zoo entry (published metrics, URLs, hash, classes) of a model name or alias."""
+    return get_entry(name)
+
+
 def _build(
     name: str,
     *,
@@ -58,7 +77,7 @@ def _build(
         progress: Show a download progress bar.
         num_classes: Classes including background (detectors; default 81 for COCO), or the
             classifier size of a backbone (default: none, or the checkpoint's).
-        **kwargs: Passed to :func:`wszoo.models.build_detector` (e.g. ``score_thresh``,
+        **kwargs: Passed to :func:`wszoo.modeling.detector.build_detector` (e.g. ``score_thresh``,
             ``trainable_backbone_layers``, ``resize_backend``, ``image_scale``).
     """
     entry = get_entry(name)
@@ -71,12 +90,11 @@ def _build(
 
 
 def _detector(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optional[int], **kwargs: Any) -> nn.Module:
-    from .models import build_detector
 
     if isinstance(resolved, ZooEntry) and num_classes not in (None, entry.num_classes):
         raise ValueError(
             f"{entry.name}'s published weights have {entry.num_classes} classes (with background), "
-            f"num_classes={num_classes} was given; to fine-tune on other classes see wszoo.finetune "
+            f"num_classes={num_classes} was given; to fine-tune on other classes see wszoo.training.finetune "
             "(or `wszoo train --weights DEFAULT`)"
         )
     num_classes = num_classes or entry.num_classes or 81
@@ -90,7 +108,6 @@ def _detector(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optiona
 
 
 def _backbone(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optional[int]) -> nn.Module:
-    from .models import build_resnet
 
     state_dict = load_state_dict(entry, resolved, progress=progress) if resolved is not None else None
     if state_dict is not None and num_classes is None and "fc.weight" in state_dict:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 from .zoo import ENTRIES, ZooEntry
 
-__all__ = ["UnknownModelError", "entries", "get_entry", "list_models", "TASKS"]
+__all__ = [
+    "TASKS",
+    "UnknownModelError",
+    "entries",
+    "entry_record",
+    "get_entry",
+    "list_models",
+    "model_table",
+    "registered",
+]
 
 TASKS = ("object_detection", "instance_segmentation", "backbone")
 
 _BY_NAME: dict[str, ZooEntry] = {e.name: e for e in ENTRIES}
+_BUILT_IN = frozenset(_BY_NAME)
 _BY_ALIAS: dict[str, ZooEntry] = {alias: e for e in ENTRIES for alias in e.aliases}
 
 
@@ -21,6 +32,30 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
+
+
+@contextlib.contextmanager
+def registered(entry: ZooEntry) -> Iterator[ZooEntry]:
+    """Adds ``entry`` to the registry for the duration of a ``with`` block (tests, experiments).
+
+    Inside the block :func:`get_entry`, :func:`list_models`, the builders' lookups, conversion's
+    recognition and the CLI know it by name; its aliases are not registered. An entry registered
+    this way may be shadowed by a nested registration of the same name (restored on exit).
+
+    Raises:
+        ValueError: ``entry`` has the name or an alias of a published zoo entry.
+    """
+    if entry.name in _BUILT_IN or entry.name in _BY_ALIAS:
+        raise ValueError(f"{entry.name!r} is the name of a zoo entry; register an entry under another name")
+    previous = _BY_NAME.get(entry.name)
+    _BY_NAME[entry.name] = entry
+    try:
+        yield entry
+    finally:
+        if previous is None:
+            _BY_NAME.pop(entry.name, None)
+        else:
+            _BY_NAME[entry.name] = previous
 
 
 def entries() -> tuple[ZooEntry, ...]:
@@ -101,3 +136,51 @@ def _select(entries: Iterable[ZooEntry], include, exclude, task, backbone, has_w
             continue
         selected.append(e)
     return selected
+
+
+# ---- presentation: `wszoo list` and the README table ----
+
+JSON_FIELDS = (
+    "name",
+    "task",
+    "backbone",
+    "normalization",
+    "lr_schedule",
+    "train_mem_gb",
+    "inf_fps",
+    "box_ap",
+    "mask_ap",
+    "model_url",
+    "file_name",
+    "sha256_prefix",
+    "config_url",
+    "log_url",
+    "mmdet_v2_config",
+    "mmdet_v3_config",
+)
+
+
+def entry_record(entry: ZooEntry) -> dict:
+    """The JSON object of ``wszoo list --json`` for one entry."""
+    record = {field: getattr(entry, field) for field in JSON_FIELDS}
+    record["schedule"] = entry.lr_schedule
+    record["url"] = entry.model_url
+    record["aliases"] = list(entry.aliases)
+    return record
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def model_table(entries: Sequence[ZooEntry]) -> str:
+    """A Markdown table of entries (the README's model table is this, for the published rows)."""
+    header = "| name | task | backbone | norm | schedule | mem (GB) | fps | box AP | mask AP | sha256 |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for e in entries:
+        lines.append(
+            f"| {e.name} | {e.task} | {e.backbone} | {e.normalization} | {_fmt(e.lr_schedule)} | "
+            f"{_fmt(e.train_mem_gb)} | {_fmt(e.inf_fps)} | {_fmt(e.box_ap)} | {_fmt(e.mask_ap)} | "
+            f"{_fmt(e.sha256_prefix)} |"
+        )
+    return "\n".join(lines)

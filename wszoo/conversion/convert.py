@@ -14,6 +14,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..modeling.detector import CLASS_TENSORS
+
 __all__ = ["ConversionError", "ConversionReport", "KeyMapping", "ROW_OPS", "convert_state_dict"]
 
 
@@ -32,11 +34,14 @@ def _prepend_background_rows(count: int) -> Callable[[Tensor], Tensor]:
     return pad
 
 
-# Target key pattern -> transformation of the class rows. Applied after renaming.
+# Target key pattern -> transformation of the class rows, for every class-specific layer of the
+# detectors. Applied after renaming.
 ROW_OPS: list[tuple[str, Callable[[Tensor], Tensor]]] = [
-    (r"roi_heads\.box_predictor\.cls_score\.(weight|bias)", _background_last_to_first),
-    (r"roi_heads\.box_predictor\.bbox_pred\.(weight|bias)", _prepend_background_rows(4)),
-    (r"roi_heads\.mask_predictor\.mask_fcn_logits\.(weight|bias)", _prepend_background_rows(1)),
+    (
+        rf"{re.escape(c.module)}\.(weight|bias)",
+        _background_last_to_first if c.mmdet_background else _prepend_background_rows(c.rows_per_class),
+    )
+    for c in CLASS_TENSORS
 ]
 
 

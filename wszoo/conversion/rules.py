@@ -38,22 +38,22 @@ BACKBONE_RULES: list[tuple[str, str]] = backbone_rules("", "")
 DETECTOR_RULES: list[tuple[str, str]] = [
     *backbone_rules("backbone.", "backbone.body."),
     # ---- FPN neck: ConvModule (conv, gn) -> ConvNormAct (0, 1) ----
-    (rf"neck\.lateral_convs\.(\d)\.conv\.weight", r"backbone.fpn.inner_blocks.\1.0.weight"),
+    (r"neck\.lateral_convs\.(\d)\.conv\.weight", r"backbone.fpn.inner_blocks.\1.0.weight"),
     (rf"neck\.lateral_convs\.(\d)\.gn\.{_PARAM}", r"backbone.fpn.inner_blocks.\1.1.\2"),
-    (rf"neck\.fpn_convs\.(\d)\.conv\.weight", r"backbone.fpn.layer_blocks.\1.0.weight"),
+    (r"neck\.fpn_convs\.(\d)\.conv\.weight", r"backbone.fpn.layer_blocks.\1.0.weight"),
     (rf"neck\.fpn_convs\.(\d)\.gn\.{_PARAM}", r"backbone.fpn.layer_blocks.\1.1.\2"),
     # ---- RPN head: torchvision's RPNHead ----
     (rf"rpn_head\.rpn_conv\.{_PARAM}", r"rpn.head.conv.0.0.\1"),
     (rf"rpn_head\.rpn_cls\.{_PARAM}", r"rpn.head.cls_logits.\1"),
     (rf"rpn_head\.rpn_reg\.{_PARAM}", r"rpn.head.bbox_pred.\1"),
     # ---- box head: Shared4Conv1FCBBoxHead -> ConvFCBoxHead + FastRCNNPredictor ----
-    (rf"roi_head\.bbox_head\.shared_convs\.(\d)\.conv\.weight", r"roi_heads.box_head.\1.0.weight"),
+    (r"roi_head\.bbox_head\.shared_convs\.(\d)\.conv\.weight", r"roi_heads.box_head.\1.0.weight"),
     (rf"roi_head\.bbox_head\.shared_convs\.(\d)\.gn\.{_PARAM}", r"roi_heads.box_head.\1.1.\2"),
     (rf"roi_head\.bbox_head\.shared_fcs\.0\.{_PARAM}", r"roi_heads.box_head.5.\1"),
     (rf"roi_head\.bbox_head\.fc_cls\.{_PARAM}", r"roi_heads.box_predictor.cls_score.\1"),
     (rf"roi_head\.bbox_head\.fc_reg\.{_PARAM}", r"roi_heads.box_predictor.bbox_pred.\1"),
     # ---- mask head: FCNMaskHead -> ConvMaskHead + MaskRCNNPredictor ----
-    (rf"roi_head\.mask_head\.convs\.(\d)\.conv\.weight", r"roi_heads.mask_head.\1.0.weight"),
+    (r"roi_head\.mask_head\.convs\.(\d)\.conv\.weight", r"roi_heads.mask_head.\1.0.weight"),
     (rf"roi_head\.mask_head\.convs\.(\d)\.gn\.{_PARAM}", r"roi_heads.mask_head.\1.1.\2"),
     (rf"roi_head\.mask_head\.upsample\.{_PARAM}", r"roi_heads.mask_predictor.conv5_mask.\1"),
     (rf"roi_head\.mask_head\.conv_logits\.{_PARAM}", r"roi_heads.mask_predictor.mask_fcn_logits.\1"),

@@ -1,0 +1,3 @@
+"""The one version source of wszoo (read by pyproject.toml and the package)."""
+
+__version__ = "0.2.0"

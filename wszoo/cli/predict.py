@@ -1,0 +1,127 @@
+"""``wszoo predict`` and ``wszoo push-to-hub``: argparse over the inference and Hub modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from ..builders import get_model
+from ..checkpoint_io import read_safetensors_metadata
+from ..hub.hf_publish import push_to_hub
+from ..inference.predict import predict
+from ..registry import get_entry
+from ..settings import DEFAULT_SETTINGS
+from ..training.checkpoints import SPEC_KEY, load_trained
+
+__all__ = ["register"]
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+
+    entry = get_entry(args.model)
+    if entry.task == "backbone":
+        raise ValueError(
+            f"{entry.name} is an ImageNet backbone; `wszoo predict` needs a detector "
+            "(see `wszoo list --task object_detection`)"
+        )
+    weights = None if args.weights.lower() == "none" else args.weights
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # Below the configs' threshold the model must keep low scores too; above it, they are filtered.
+    build = dict(
+        image_scale=tuple(args.image_scale), score_thresh=min(args.score_threshold, DEFAULT_SETTINGS.score_thresh)
+    )
+    spec = _trained_spec(weights)
+    if spec is not None:  # weights written by `wszoo train`: their own classes and build options
+        model, spec = load_trained(weights, **build)
+        classes = tuple(spec.get("classes") or ())
+    else:
+        model = get_model(entry.name, weights=weights, progress=not args.quiet, **build)
+        classes = entry.classes
+    report = predict(
+        model,
+        args.images,
+        out_dir=args.out,
+        classes=classes,
+        score_threshold=args.score_threshold,
+        batch_size=args.batch_size,
+        device=device,
+        progress=not args.quiet,
+    )
+    for path, reason in report.failed:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(
+        f"wrote {len(report.written)} image(s) and JSON to {args.out}"
+        + (f"; {len(report.failed)} file(s) skipped" if report.failed else "")
+    )
+    return 1 if report.failed else 0
+
+
+def _trained_spec(weights) -> dict | None:
+    """The model spec a ``wszoo train`` weights file (``.safetensors``) records, if it is one."""
+    if weights is None or not str(weights).endswith(".safetensors") or not os.path.isfile(weights):
+        return None
+
+    spec = read_safetensors_metadata(weights).get(SPEC_KEY)
+    return json.loads(spec) if spec else None
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+
+    info = push_to_hub(
+        args.name,
+        repo_id=args.repo_id,
+        weights=args.weights,
+        private=args.private or None,
+        token=args.token,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        create_pr=args.create_pr,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        progress=not args.quiet,
+    )
+    print(f"pushed {args.name} to {args.repo_id}: {getattr(info, 'pr_url', None) or info.commit_url}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``predict`` and ``push-to-hub`` to the ``wszoo`` command's subparsers."""
+    p = subparsers.add_parser("predict", help="run a detector on images; write drawn PNGs and JSON detections")
+    p.add_argument("model", help="zoo name or alias (see `wszoo list`)")
+    p.add_argument("images", nargs="+", help="JPEG/PNG files and folders of them")
+    p.add_argument(
+        "--weights",
+        default="DEFAULT",
+        help="'DEFAULT' (published), a .pth/.safetensors file, hf-hub:ORG/REPO[@REV], or 'none'",
+    )
+    p.add_argument("--score-threshold", type=float, default=0.3, help="keep detections scoring above this")
+    p.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
+    p.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (equal sizes only)")
+    p.add_argument(
+        "--image-scale",
+        type=int,
+        nargs=2,
+        default=DEFAULT_SETTINGS.image_scale,
+        metavar=("LONG", "SHORT"),
+        help="keep-ratio test scale (default: the configs' {} {})".format(*DEFAULT_SETTINGS.image_scale),
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_predict)
+
+    p = subparsers.add_parser("push-to-hub", help="upload a model, its config and model card to the Hugging Face Hub")
+    p.add_argument("name", help="zoo name or alias")
+    p.add_argument("--repo-id", required=True, help="ORG/REPO on the Hub (created if missing)")
+    p.add_argument("--weights", help="a local .pth/.safetensors to publish instead of the published checkpoint")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--token", help="Hub token (default: huggingface_hub's login)")
+    p.add_argument("--revision", help="branch to commit to")
+    p.add_argument("--commit-message")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument("--cache-dir", help="wszoo's download cache (default: $WSZOO_CACHE or torch.hub's)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_push)

@@ -1,0 +1,167 @@
+"""``wszoo train`` and ``wszoo eval``: argparse over :mod:`wszoo.training.api`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Optional
+
+from ..training import distributed as dist_utils
+from ..training.api import run_eval, run_train
+from ..training.engine import SCHEDULES
+
+__all__ = ["register"]
+
+
+def _scale(text: str) -> tuple[int, int]:
+    long_side, short_side = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    return long_side, short_side
+
+
+def _weights(text: str) -> Optional[str]:
+    return None if text.lower() == "none" else text
+
+
+def _build_kwargs(args) -> dict:
+    out = {}
+    if args.image_scale is not None:
+        out["image_scale"] = args.image_scale
+    for name in ("score_thresh", "box_batch_size_per_image", "rpn_post_nms_top_n_test"):
+        if getattr(args, name, None) is not None:
+            out[name] = getattr(args, name)
+    return out
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image-scale", type=_scale, help="keep-ratio resize LONGxSHORT (default 1333x800)")
+    p.add_argument("--score-thresh", type=float, help="R-CNN score threshold (default 0.05)")
+    p.add_argument("--rpn-post-nms-top-n-test", type=int, help="proposals at test time (default 1000)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (GPU)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+
+
+def _cmd_train(args) -> int:
+    config = dict(
+        schedule=args.schedule,
+        epochs=args.epochs,
+        steps=tuple(args.steps) if args.steps else None,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_iters=args.warmup_iters,
+        grad_clip=args.grad_clip,
+        amp=args.amp,
+        num_workers=args.workers,
+        seed=args.seed,
+        device=args.device,
+        log_every=args.log_every,
+        checkpoint_every_iters=args.checkpoint_every,
+        max_iters=args.max_iters,
+        eval_every=args.eval_every,
+        resume=args.resume if args.resume not in (None, "auto") else args.resume == "auto",
+        progress=not args.no_progress,
+    )
+    kwargs = _build_kwargs(args)
+    if args.box_batch_size_per_image is not None:
+        kwargs["box_batch_size_per_image"] = args.box_batch_size_per_image
+    result = run_train(
+        train_images=args.train_images,
+        train_ann=args.train_ann,
+        val_images=args.val_images,
+        val_ann=args.val_ann,
+        model=args.model,
+        output_dir=args.output_dir,
+        weights=args.weights,
+        backbone=args.backbone,
+        classes=args.classes,
+        build_kwargs=kwargs,
+        **config,
+    )
+
+    if dist_utils.is_main():
+        print(
+            json.dumps(
+                {
+                    "global_iter": result.global_iter,
+                    "epoch": result.epoch,
+                    "finished": result.finished,
+                    "checkpoint": str(result.checkpoint),
+                    "weights": str(result.weights),
+                    "metrics": result.metrics,
+                }
+            )
+        )
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    metrics = run_eval(
+        images=args.images,
+        ann=args.ann,
+        model=args.model,
+        weights=args.weights,
+        checkpoint=args.checkpoint,
+        results_file=args.results,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.workers,
+        amp=args.amp,
+        progress=not args.no_progress,
+        build_kwargs=_build_kwargs(args),
+    )
+
+    if dist_utils.is_main():
+        print(json.dumps(metrics))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Adds ``train`` and ``eval`` to the ``wszoo`` command's subparsers."""
+    p = subparsers.add_parser("train", help="train or fine-tune on a COCO-format dataset (torchrun for multi-GPU)")
+    p.add_argument("--train-images", required=True, help="training image folder")
+    p.add_argument("--train-ann", required=True, help="training instances JSON")
+    p.add_argument("--val-images", help="validation image folder")
+    p.add_argument("--val-ann", help="validation instances JSON")
+    p.add_argument("--model", required=True, help="zoo detector name (architecture), see `wszoo list`")
+    p.add_argument(
+        "--weights",
+        type=_weights,
+        default=None,
+        help="start from detector weights: DEFAULT (published), a file, or none (default)",
+    )
+    p.add_argument("--backbone", help="start from this zoo backbone's ImageNet weights, e.g. resnet50_gn_ws")
+    p.add_argument("--classes", nargs="+", help="train on these category names only (keeps their pretrained rows)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--schedule", choices=sorted(SCHEDULES), default="1x")
+    p.add_argument("--epochs", type=int, help="override the schedule's epochs")
+    p.add_argument("--steps", type=int, nargs="+", help="override the lr-step epochs")
+    p.add_argument("--batch-size", type=int, default=2, help="images per process (default 2)")
+    p.add_argument("--lr", type=float, help="default: 0.02 x total batch / 16")
+    p.add_argument("--warmup-iters", type=int, default=500)
+    p.add_argument("--grad-clip", type=float, help="max gradient norm (default: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N iterations")
+    p.add_argument("--max-iters", type=int, help="stop after N iterations (resumable)")
+    p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (0: at the end)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        help="resume from OUTPUT_DIR/last.pth (no value) or from the given checkpoint",
+    )
+    p.add_argument("--box-batch-size-per-image", type=int, help="RoIs sampled per image (default 512)")
+    _add_model_options(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = subparsers.add_parser("eval", help="COCO box/mask AP on a COCO-format dataset (torchrun for multi-GPU)")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--ann", required=True, help="instances JSON")
+    p.add_argument("--model", help="zoo model name (with --weights)")
+    p.add_argument("--weights", type=_weights, default="DEFAULT", help="DEFAULT (published) or a file")
+    p.add_argument("--checkpoint", help="weights written by `wszoo train` (.safetensors or last.pth)")
+    p.add_argument("--results", help="write the COCO results JSON here")
+    p.add_argument("--batch-size", type=int, default=1)
+    _add_model_options(p)
+    p.set_defaults(func=_cmd_eval)

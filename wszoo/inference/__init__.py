@@ -1,0 +1,1 @@
+"""Running built detectors on image files: :mod:`wszoo.inference.predict`."""

@@ -1,0 +1,225 @@
+"""MMDetection-exact pre-processing (resize, normalise, pad) and mask pasting.
+
+Pre-processing follows the test pipeline of the GN+WS configs: ``Resize(scale=(1333, 800),
+keep_ratio=True)`` then ``DetDataPreprocessor`` (mean/std of RGB, pad to a multiple of 32 with
+0 after normalisation). Two resize paths:
+
+* ``"cv2"``: OpenCV's ``INTER_LINEAR`` on the uint8 image, as MMCV does. Bit-exact with
+  MMDetection; used by default for uint8 input when OpenCV is installed.
+* ``"torch"``: ``F.interpolate(mode="bilinear", align_corners=False)`` in float32, rounded back
+  to integers for uint8 input. OpenCV resizes with 11-bit fixed-point weights, so pixels can
+  differ by one grey level; ``benchmarks/resize_paths.py`` measures the difference.
+
+Float input is taken as torchvision's detection models take it: RGB in [0, 1]. It is scaled
+by 255 and resized by the torch path (OpenCV would need uint8 to be exact).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.image_list import ImageList
+
+from ..settings import DEFAULT_SETTINGS
+
+__all__ = [
+    "ImageMeta",
+    "DetectionTransform",
+    "rescale_size",
+    "resize_image",
+    "paste_masks",
+    "has_cv2",
+    "to_uint8",
+]
+
+# DetDataPreprocessor of the configs (RGB order, 0..255 scale).
+IMAGE_MEAN = DEFAULT_SETTINGS.image_mean
+IMAGE_STD = DEFAULT_SETTINGS.image_std
+
+
+class ImageMeta(NamedTuple):
+    """Where an image went during pre-processing (MMDetection's ``img_meta``).
+
+    Attributes:
+        ori_shape: (height, width) of the input image.
+        img_shape: (height, width) after resizing, before padding.
+        scale_factor: (new_width / width, new_height / height), per axis as MMDetection keeps it.
+    """
+
+    ori_shape: tuple[int, int]
+    img_shape: tuple[int, int]
+    scale_factor: tuple[float, float]
+
+
+def to_uint8(image: Tensor) -> Tensor:
+    """An integer image of another bit depth (e.g. a 16-bit PNG) scaled to uint8; uint8 as is."""
+    if image.dtype == torch.uint8:
+        return image
+    if image.is_floating_point():
+        raise ValueError(f"expected an integer image from a decoder, got {image.dtype}")
+    shift = torch.iinfo(image.dtype).bits - 8
+    return (image.to(torch.int32) >> shift).to(torch.uint8)
+
+
+def has_cv2() -> bool:
+    """Whether OpenCV can be imported (for the exact resize path)."""
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def rescale_size(height: int, width: int, scale: tuple[int, int] = DEFAULT_SETTINGS.image_scale) -> tuple[int, int]:
+    """Output (height, width) of a keep-ratio resize, with MMCV's rounding.
+
+    Reproduces ``mmcv.imrescale``'s size
+    (https://github.com/open-mmlab/mmcv/blob/v2.1.0/mmcv/image/geometric.py#L24-L31 and L171-L198):
+    factor ``min(max(scale) / max(h, w), min(scale) / min(h, w))``, then
+    ``int(x * factor + 0.5)`` (round half up) per side.
+    """
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * float(factor) + 0.5), int(width * float(factor) + 0.5)
+
+
+def resize_image(image: Tensor, size: tuple[int, int], *, backend: str) -> Tensor:
+    """Bilinearly resizes a (3, H, W) image to ``size``, returning float32 on a 0..255 scale.
+
+    Args:
+        image: uint8 (0..255) or float (0..1) RGB image.
+        size: Output (height, width).
+        backend: ``"cv2"`` (uint8 input only, bit-exact with MMCV) or ``"torch"``.
+    """
+    if backend == "cv2":
+        import cv2
+
+        if image.dtype != torch.uint8:
+            raise ValueError("the cv2 resize path needs a uint8 image; use backend='torch' for float input")
+        array = image.permute(1, 2, 0).contiguous().cpu().numpy()
+        resized = cv2.resize(array, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        return torch.from_numpy(resized).permute(2, 0, 1).to(device=image.device, dtype=torch.float32)
+    if backend != "torch":
+        raise ValueError(f"resize backend must be 'cv2' or 'torch', got {backend!r}")
+    is_uint8 = image.dtype == torch.uint8
+    scaled = image.float() if is_uint8 else image.float() * 255.0
+    if tuple(image.shape[-2:]) == tuple(size):
+        return scaled
+    out = F.interpolate(scaled[None], size=size, mode="bilinear", align_corners=False)[0]
+    # MMCV resizes uint8 to uint8: keep integer grey levels so the two paths stay within one.
+    return out.round_().clamp_(0, 255) if is_uint8 else out
+
+
+class DetectionTransform(nn.Module):
+    """Resize, normalise and batch images as MMDetection does for these configs.
+
+    Returns an ``ImageList`` (``image_sizes`` are the resized, unpadded sizes, as in
+    torchvision) and one :class:`ImageMeta` per image for mapping results back.
+
+    Args:
+        scale: Keep-ratio target (long side, short side).
+        size_divisor: The batch is padded bottom/right to a multiple of this.
+        resize_backend: ``"auto"`` (OpenCV for uint8 input when installed, else torch),
+            ``"cv2"`` or ``"torch"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        scale: tuple[int, int] = DEFAULT_SETTINGS.image_scale,
+        size_divisor: int = DEFAULT_SETTINGS.pad_size_divisor,
+        resize_backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if resize_backend not in ("auto", "cv2", "torch"):
+            raise ValueError(f"resize_backend must be 'auto', 'cv2' or 'torch', got {resize_backend!r}")
+        self.scale = tuple(scale)
+        self.size_divisor = size_divisor
+        self.resize_backend = resize_backend
+        self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGE_STD).view(3, 1, 1), persistent=False)
+
+    def _backend_for(self, image: Tensor) -> str:
+        if self.resize_backend != "auto":
+            return self.resize_backend
+        return "cv2" if image.dtype == torch.uint8 and has_cv2() else "torch"
+
+    def forward(
+        self, images: Sequence[Tensor], targets: Optional[list[dict[str, Tensor]]] = None
+    ) -> tuple[ImageList, Optional[list[dict[str, Tensor]]], list[ImageMeta]]:
+        normalised, metas = [], []
+        targets = [dict(t) for t in targets] if targets is not None else None
+        for index, image in enumerate(images):
+            height, width = image.shape[-2:]
+            new_size = rescale_size(height, width, self.scale)
+            resized = resize_image(image, new_size, backend=self._backend_for(image))
+            normalised.append((resized - self.mean) / self.std)
+            meta = ImageMeta((height, width), new_size, (new_size[1] / width, new_size[0] / height))
+            metas.append(meta)
+            if targets is not None:
+                targets[index] = _resize_target(targets[index], meta)
+        batch = self._pad(normalised)
+        return ImageList(batch, [m.img_shape for m in metas]), targets, metas
+
+    def _pad(self, images: list[Tensor]) -> Tensor:
+        divisor = self.size_divisor
+        height = int(math.ceil(max(i.shape[1] for i in images) / divisor) * divisor)
+        width = int(math.ceil(max(i.shape[2] for i in images) / divisor) * divisor)
+        batch = images[0].new_zeros((len(images), 3, height, width))
+        for slot, image in zip(batch, images):
+            slot[:, : image.shape[1], : image.shape[2]].copy_(image)
+        return batch
+
+
+def _resize_target(target: dict[str, Tensor], meta: ImageMeta) -> dict[str, Tensor]:
+    """Scales boxes (and resizes masks, nearest) into the resized image, as MMDetection does."""
+    sx, sy = meta.scale_factor
+    boxes = target["boxes"] * target["boxes"].new_tensor([sx, sy, sx, sy])
+    target["boxes"] = boxes
+    if "masks" in target:
+        masks = target["masks"]
+        resized = F.interpolate(masks[:, None].float(), size=meta.img_shape, mode="nearest")[:, 0]
+        target["masks"] = resized.to(masks.dtype)
+    return target
+
+
+def paste_masks(masks: Tensor, boxes: Tensor, image_shape: tuple[int, int]) -> Tensor:
+    """Pastes (N, h, w) mask probabilities into (N, 1, H, W) at ``boxes`` of the original image.
+
+    Reproduces MMDetection's ``_do_paste_mask`` on CPU (one instance at a time,
+    ``skip_empty=True``)
+    (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/roi_heads/mask_heads/fcn_mask_head.py#L390-L460):
+    each instance is sampled bilinearly (``grid_sample``, zero padding) at pixel centres inside
+    ``[floor(x0) - 1, ceil(x1) + 1]`` and left 0 elsewhere. Returns probabilities; MMDetection's
+    binary mask is ``>= 0.5`` of them.
+    """
+    height, width = image_shape
+    out = masks.new_zeros((masks.shape[0], 1, height, width), dtype=torch.float32)
+    for index in range(masks.shape[0]):
+        mask, box = masks[index], boxes[index : index + 1]
+        pasted, (rows, cols) = _paste_one(mask, box, height, width)
+        out[index, 0, rows, cols] = pasted
+    return out
+
+
+def _paste_one(mask: Tensor, box: Tensor, height: int, width: int) -> tuple[Tensor, tuple[slice, slice]]:
+    x0_int, y0_int = torch.clamp(box.min(dim=0).values.floor()[:2] - 1, min=0).to(dtype=torch.int32)
+    x1_int = int(torch.clamp(box[:, 2].max().ceil() + 1, max=width).to(dtype=torch.int32))
+    y1_int = int(torch.clamp(box[:, 3].max().ceil() + 1, max=height).to(dtype=torch.int32))
+    x0_int, y0_int = int(x0_int), int(y0_int)
+    x0, y0, x1, y1 = torch.split(box, 1, dim=1)
+    img_y = torch.arange(y0_int, y1_int, device=mask.device).to(torch.float32) + 0.5
+    img_x = torch.arange(x0_int, x1_int, device=mask.device).to(torch.float32) + 0.5
+    img_y = (img_y - y0) / (y1 - y0) * 2 - 1
+    img_x = (img_x - x0) / (x1 - x0) * 2 - 1
+    # A zero-size box gives inf; MMDetection maps those coordinates to 0.
+    img_x = torch.where(torch.isinf(img_x), torch.zeros_like(img_x), img_x)
+    img_y = torch.where(torch.isinf(img_y), torch.zeros_like(img_y), img_y)
+    grid_x = img_x[:, None, :].expand(1, img_y.size(1), img_x.size(1))
+    grid_y = img_y[:, :, None].expand(1, img_y.size(1), img_x.size(1))
+    grid = torch.stack([grid_x, grid_y], dim=3)
+    pasted = F.grid_sample(mask[None, None].to(torch.float32), grid, align_corners=False)
+    return pasted[0, 0], (slice(y0_int, y1_int), slice(x0_int, x1_int))
