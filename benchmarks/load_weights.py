@@ -4,7 +4,7 @@
 A synthetic MMDetection-layout checkpoint of the GN+WS R-50 Mask R-CNN
 (``mask_rcnn_r50_fpn_gn_ws-all_2x_coco``) is written with ``torch.save`` as
 ``{'meta': ..., 'state_dict': ...}``: every key and shape of the published file
-(``../shared/reference/mmdet_keys/<config>.json``), random float32 values. Files are read
+(``tests/data/mmdet_keys/<config>.json``), random float32 values. Files are read
 once first so they are in the page cache. Measured (medians of ``--repeats``, variants
 interleaved within each repetition):
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from _common import median, print_environment, print_table, timed
 
-KEYS_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference" / "mmdet_keys"  # ../shared beside the repo
+KEYS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "mmdet_keys"
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Batch conversion: every zoo checkpoint (downloaded and verified, or found in a folder) to
 wszoo safetensors plus a JSON mapping report, e.g. to publish them as another source.
 
-    python conversion/convert_all.py --out converted/                 # download, then convert all
-    python conversion/convert_all.py --src ~/mmdet_ckpts --out converted/ --only 'mask_rcnn_*'
+    python tools/convert_all.py --out converted/                 # download, then convert all
+    python tools/convert_all.py --src ~/mmdet_ckpts --out converted/ --only 'mask_rcnn_*'
 
 Each output is ``<out>/<name>.safetensors`` with ``<out>/<name>.report.json``; a summary line
 per model gives the source sha256 and the number of tensors. Conversion is deterministic, so

@@ -3,7 +3,7 @@
 Each rule is ``(pattern, replacement)``: the first rule whose regular expression matches the
 *whole* key renames it. Class-dependent rows are reordered separately
 (:mod:`wszoo.conversion.convert`). The source layout is that of the published checkpoints
-(``../shared/reference/mmdet_keys``); the target layout is :func:`wszoo.models.build_detector`'s.
+(``tests/data/mmdet_keys``); the target layout is :func:`wszoo.modeling.detector.build_detector`'s.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """GN+WS Faster R-CNN and Mask R-CNN composed from torchvision's detection framework.
 
 ``GeneralizedRCNN`` is four parts -- transform, backbone, rpn, roi_heads -- and wszoo injects
-its own where MMDetection's numerics differ: :class:`~wszoo.transforms.DetectionTransform`,
-:class:`~wszoo.backbone.ResNetFPN`, :class:`~wszoo.heads.MMDetRPN` and
-:class:`~wszoo.heads.MMDetRoIHeads`. The predictors are torchvision's own
+its own where MMDetection's numerics differ: :class:`~wszoo.modeling.transforms.DetectionTransform`,
+:class:`~wszoo.modeling.backbone.ResNetFPN`, :class:`~wszoo.modeling.rpn.MMDetRPN` and
+:class:`~wszoo.modeling.roi_heads.MMDetRoIHeads`. The predictors are torchvision's own
 (``FastRCNNPredictor``, ``MaskRCNNPredictor``), so class rows follow torchvision's layout:
 row 0 is background and the box regression has background rows, which MMDetection's heads lack.
 """
@@ -201,7 +201,7 @@ def build_detector(
         score_thresh: R-CNN score threshold (strict ``>``).
         nms_thresh: R-CNN class-wise NMS IoU threshold.
         detections_per_img: Detections kept per image.
-        resize_backend: ``"auto"``, ``"cv2"`` or ``"torch"`` (see :mod:`wszoo.transforms`).
+        resize_backend: ``"auto"``, ``"cv2"`` or ``"torch"`` (see :mod:`wszoo.modeling.transforms`).
         image_scale: Keep-ratio resize target (long side, short side).
         rpn_pre_nms_top_n_test: Proposals kept per level before NMS at test time.
         rpn_post_nms_top_n_test: Proposals kept after NMS at test time.

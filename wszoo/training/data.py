@@ -18,7 +18,7 @@ What MMDetection v2's ``CocoDataset`` does, and this module does too
   annotations are crowd ones stays, with no targets;
 * evaluation uses every image.
 
-Resizing, normalisation and padding happen inside the model (:class:`wszoo.transforms.
+Resizing, normalisation and padding happen inside the model (:class:`wszoo.modeling.transforms.
 DetectionTransform`). The training pipeline adds the horizontal flip with probability 0.5;
 flipping before the keep-ratio resize equals flipping after it, as MMDetection does.
 """

@@ -135,7 +135,7 @@ def predict(
 
     Args:
         model: A wszoo detector (its eval mode is used).
-        dataset: A :class:`wszoo.data.CocoDataset` (``train=False``).
+        dataset: A :class:`wszoo.training.data.CocoDataset` (``train=False``).
         batch_size: Images per forward pass.
         device: Where the model runs.
         num_workers: DataLoader workers.
