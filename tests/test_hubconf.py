@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,29 +24,9 @@ HUB_REPO = "wszoo-test/wszoo:main"
 TINY = "faster_rcnn_r18_fpn_gn_ws"
 
 
-class NetworkBlocked(AssertionError):
-    pass
-
-
 @pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to open a connection (or resolve a name) fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise NetworkBlocked(f"network access attempted: {args[1:] or kwargs}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
-
-@pytest.fixture
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Fresh TORCH_HOME and WSZOO_CACHE; returns TORCH_HOME."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("WSZOO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("WSZOO_MIRROR", raising=False)
+def isolated(isolated_cache: Path, tmp_path: Path) -> Path:
+    """conftest's fresh WSZOO_CACHE and TORCH_HOME; returns TORCH_HOME."""
     return tmp_path / "torch"
 
 
