@@ -23,7 +23,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file, write_png
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tqdm.auto import tqdm
 
-from ..modeling.transforms import to_uint8
+from ..modeling.transforms import binary_masks, to_uint8
 from ..settings import DEFAULT_SETTINGS
 
 __all__ = [
@@ -115,7 +115,7 @@ def detections_record(
 ) -> dict:
     """The JSON object of one image's detections (boxes in input pixels, x1 y1 x2 y2)."""
     items = []
-    masks = detections.get("masks")
+    masks = binary_masks(detections["masks"], MASK_THRESHOLD) if "masks" in detections else None
     for index, (box, label, score) in enumerate(
         zip(detections["boxes"].tolist(), detections["labels"].tolist(), detections["scores"].tolist())
     ):
@@ -126,7 +126,7 @@ def detections_record(
             "box": box,
         }
         if masks is not None:
-            item["mask"] = mask_to_rle(masks[index, 0] >= MASK_THRESHOLD)
+            item["mask"] = mask_to_rle(masks[index])
         items.append(item)
     return {"image": str(image), "height": size[0], "width": size[1], "detections": items}
 
@@ -147,7 +147,8 @@ def draw_detections(image: Tensor, detections: dict[str, Tensor], *, classes: Se
         return image
     colors = _palette(detections["labels"])
     if "masks" in detections:
-        image = draw_segmentation_masks(image, detections["masks"][:, 0] >= MASK_THRESHOLD, alpha=0.45, colors=colors)
+        masks = binary_masks(detections["masks"], MASK_THRESHOLD)
+        image = draw_segmentation_masks(image, masks, alpha=0.45, colors=colors)
     names = [classes[i - 1] if 0 < i <= len(classes) else str(i) for i in detections["labels"].tolist()]
     captions = [f"{name} {score:.2f}" for name, score in zip(names, detections["scores"].tolist())]
     return draw_bounding_boxes(image, detections["boxes"], labels=captions, colors=colors, width=2)

@@ -57,7 +57,9 @@ class MMDetAnchorGenerator(nn.Module):
     def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[Tensor]:
         if len(feature_maps) != len(self.strides):
             raise ValueError(f"expected {len(self.strides)} feature maps, got {len(feature_maps)}")
-        dtype, device = feature_maps[0].dtype, feature_maps[0].device
+        # Anchors stay float32 when the features are low precision (autocast): a bf16 anchor
+        # grid is off by whole pixels at the image's far side.
+        dtype, device = torch.promote_types(feature_maps[0].dtype, torch.float32), feature_maps[0].device
         levels = [self.grid_anchors(tuple(f.shape[-2:]), s, dtype, device) for f, s in zip(feature_maps, self.strides)]
         anchors = torch.cat(levels)
         return [anchors for _ in range(image_list.tensors.shape[0])]

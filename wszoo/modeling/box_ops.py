@@ -75,9 +75,12 @@ class DeltaXYWHCoder(det_utils.BoxCoder):
             max_shape: (height, width) to clip to, or None.
         """
         num_boxes = rel_codes.size(0)
-        deltas = rel_codes.reshape(-1, 4)
+        # Decoding is float32 even when the head ran in bf16/fp16 (autocast): exp() of a
+        # low-precision delta moves a box edge by pixels. A no-op for float32 input.
+        deltas = rel_codes.reshape(-1, 4).float()
         num_per_box = rel_codes.shape[-1] // 4
-        boxes = boxes.to(deltas.dtype).repeat_interleave(num_per_box, dim=0) if num_per_box != 1 else boxes
+        boxes = boxes.float()
+        boxes = boxes.repeat_interleave(num_per_box, dim=0) if num_per_box != 1 else boxes
         denorm = deltas * deltas.new_tensor(self.stds).view(1, -1) + deltas.new_tensor(self.means).view(1, -1)
         dxy = denorm[:, :2]
         dwh = denorm[:, 2:].clamp(min=-self.max_ratio, max=self.max_ratio)

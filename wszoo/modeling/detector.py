@@ -190,6 +190,7 @@ def build_detector(
     rpn_pre_nms_top_n_test: int = DEFAULT_SETTINGS.rpn_pre_nms_top_n,
     rpn_post_nms_top_n_test: int = DEFAULT_SETTINGS.rpn_post_nms_top_n,
     box_batch_size_per_image: int = 512,
+    mask_format: str = "probs",
 ) -> WSRCNN:
     """Builds a GN+WS Faster or Mask R-CNN with MMDetection v2's test settings.
 
@@ -206,12 +207,17 @@ def build_detector(
         rpn_pre_nms_top_n_test: Proposals kept per level before NMS at test time.
         rpn_post_nms_top_n_test: Proposals kept after NMS at test time.
         box_batch_size_per_image: RoIs sampled per image for the R-CNN losses.
+        mask_format: Mask R-CNN's masks in eval mode: ``"probs"`` (torchvision's (N, 1, H, W)
+            float32 probabilities) or ``"bool"`` (MMDetection's binary masks (N, H, W),
+            ``probability >= 0.5``, pasted directly: a quarter of the memory).
 
     The defaults are the configs' (``nms_pre=1000``, ``max_per_img=1000``, ``num=512``); smaller
     values trade accuracy for speed (the tests use them to stay fast on a CPU).
     """
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes counts background too and must be an int >= 2, got {num_classes!r}")
+    if mask_format not in ("probs", "bool"):
+        raise ValueError(f"mask_format must be 'probs' or 'bool', got {mask_format!r}")
     if not 0 <= trainable_backbone_layers <= 5:
         raise ValueError(f"trainable_backbone_layers must be in 0..5, got {trainable_backbone_layers}")
     conv = WSConv2d if arch.weight_standardization else nn.Conv2d
@@ -250,6 +256,7 @@ def build_detector(
         roi_heads.mask_roi_pool = MMDetRoIAlign(14)
         roi_heads.mask_head = ConvMaskHead(256, conv_layer=conv)
         roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, num_classes)
+        roi_heads.mask_format = mask_format
     transform = DetectionTransform(scale=image_scale, resize_backend=resize_backend)
     return WSRCNN(backbone, rpn, roi_heads, transform)
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import roi_align
 
+from ..settings import DEFAULT_SETTINGS
 from .box_ops import DeltaXYWHCoder, batched_nms
 from .layers import ConvLayer, ConvNormAct, NormLayer, WSConv2d, group_norm
 from .losses import l1_box_loss, mask_loss
@@ -141,6 +142,11 @@ class MMDetRoIHeads(RoIHeads):
     The two formulas differ in the last float bit, so both are kept.
     """
 
+    # How predict() returns masks: "probs" (N, 1, H, W) float32, torchvision's, or "bool"
+    # (N, H, W), MMDetection's binary masks (probability >= mask_thresh). Set by build_detector.
+    mask_format: str = "probs"
+    mask_thresh: float = DEFAULT_SETTINGS.mask_thresh
+
     def forward(
         self,
         features: dict[str, Tensor],
@@ -182,16 +188,21 @@ class MMDetRoIHeads(RoIHeads):
     def predict(
         self, features: dict[str, Tensor], proposals: list[Tensor], metas: list[ImageMeta]
     ) -> list[dict[str, Tensor]]:
-        """Detections in input-image pixels: boxes, labels (1..C-1), scores[, masks]."""
+        """Detections in input-image pixels: boxes, labels (1..C-1), scores[, masks].
+
+        Under ``torch.autocast`` the heads may run in low precision; decoding, NMS, pasting and
+        every returned tensor are float32 (or bool / int64).
+        """
         box_features = self.box_head(self.box_roi_pool(features, proposals, None))
         class_logits, box_regression = self.box_predictor(box_features)
         counts = [p.shape[0] for p in proposals]
-        results = [
-            self._detect(logits, deltas, rois, meta)
-            for logits, deltas, rois, meta in zip(
-                class_logits.split(counts), box_regression.split(counts), proposals, metas
-            )
-        ]
+        with torch.autocast(class_logits.device.type, enabled=False):
+            results = [
+                self._detect(logits.float(), deltas.float(), rois.float(), meta)
+                for logits, deltas, rois, meta in zip(
+                    class_logits.split(counts), box_regression.split(counts), proposals, metas
+                )
+            ]
         if self.has_mask():
             self._predict_masks(features, results, metas)
         return results
@@ -215,13 +226,17 @@ class MMDetRoIHeads(RoIHeads):
 
     def _predict_masks(self, features: dict[str, Tensor], results: list[dict[str, Tensor]], metas) -> None:
         mask_features = self.mask_head(self.mask_roi_pool(features, [r["boxes"] for r in results], None))
-        mask_logits = self.mask_predictor(mask_features)
+        mask_logits = self.mask_predictor(mask_features).float()
         counts = [r["boxes"].shape[0] for r in results]
-        for result, logits, meta in zip(results, mask_logits.split(counts), metas):
-            probs = logits[torch.arange(logits.shape[0], device=logits.device), result["labels"]].sigmoid()
-            sx, sy = meta.scale_factor
-            result["boxes"] = result["boxes"] / result["boxes"].new_tensor([sx, sy, sx, sy])
-            result["masks"] = paste_masks(probs, result["boxes"], meta.ori_shape)
+        # "bool" pastes MMDetection's binary masks directly (N, H, W), a quarter of the memory of
+        # float probabilities and no image-sized float intermediate.
+        threshold = self.mask_thresh if self.mask_format == "bool" else None
+        with torch.autocast(mask_logits.device.type, enabled=False):
+            for result, logits, meta in zip(results, mask_logits.split(counts), metas):
+                probs = logits[torch.arange(logits.shape[0], device=logits.device), result["labels"]].sigmoid()
+                sx, sy = meta.scale_factor
+                result["boxes"] = result["boxes"] / result["boxes"].new_tensor([sx, sy, sx, sy])
+                result["masks"] = paste_masks(probs, result["boxes"], meta.ori_shape, threshold=threshold)
 
 
 def rcnn_coder() -> DeltaXYWHCoder:

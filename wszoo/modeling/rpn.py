@@ -31,7 +31,8 @@ class MMDetRPN(RegionProposalNetwork):
         num_anchors_per_level: list[int],
     ) -> tuple[list[Tensor], list[Tensor]]:
         num_images = proposals.shape[0]
-        objectness = objectness.detach().reshape(num_images, -1)
+        # Under autocast the head's outputs are low precision; proposal selection is float32.
+        proposals, objectness = proposals.float(), objectness.detach().float().reshape(num_images, -1)
         final_boxes, final_scores = [], []
         for boxes, scores, image_shape in zip(proposals, objectness, image_shapes):
             boxes, scores, levels = self._top_per_level(boxes, scores, num_anchors_per_level)

@@ -32,6 +32,7 @@ __all__ = [
     "rescale_size",
     "resize_image",
     "paste_masks",
+    "binary_masks",
     "has_cv2",
     "to_uint8",
 ]
@@ -186,40 +187,119 @@ def _resize_target(target: dict[str, Tensor], meta: ImageMeta) -> dict[str, Tens
     return target
 
 
-def paste_masks(masks: Tensor, boxes: Tensor, image_shape: tuple[int, int]) -> Tensor:
-    """Pastes (N, h, w) mask probabilities into (N, 1, H, W) at ``boxes`` of the original image.
+def binary_masks(masks: Tensor, threshold: float = DEFAULT_SETTINGS.mask_thresh) -> Tensor:
+    """(N, H, W) bool masks from either output format: ``"bool"`` as is, ``"probs"`` ``>= threshold``."""
+    if masks.dtype == torch.bool:
+        return masks
+    return (masks[:, 0] if masks.dim() == 4 else masks) >= threshold
 
-    Reproduces MMDetection's ``_do_paste_mask`` on CPU (one instance at a time,
-    ``skip_empty=True``)
+
+def paste_masks(
+    masks: Tensor,
+    boxes: Tensor,
+    image_shape: tuple[int, int],
+    *,
+    threshold: Optional[float] = None,
+    vectorised: Optional[bool] = None,
+    chunk_elements: int = 1 << 24,
+) -> Tensor:
+    """Pastes (N, h, w) mask probabilities into the image at ``boxes`` (original-image pixels).
+
+    Reproduces MMDetection's ``_do_paste_mask`` with ``skip_empty=True``, its CPU path
     (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/roi_heads/mask_heads/fcn_mask_head.py#L390-L460):
     each instance is sampled bilinearly (``grid_sample``, zero padding) at pixel centres inside
-    ``[floor(x0) - 1, ceil(x1) + 1]`` and left 0 elsewhere. Returns probabilities; MMDetection's
-    binary mask is ``>= 0.5`` of them.
+    ``[floor(x0) - 1, ceil(x1) + 1]`` and left 0 elsewhere.
+
+    Args:
+        masks: (N, h, w) probabilities (any float dtype; pasted in float32).
+        boxes: (N, 4) boxes in the output image's pixels.
+        image_shape: Output (height, width).
+        threshold: None returns probabilities (N, 1, H, W) float32; a number returns
+            MMDetection's binary masks (N, H, W) bool, ``probability >= threshold``, written
+            without a float image-sized intermediate.
+        vectorised: Paste many instances per ``grid_sample`` call (MMDetection's chunked GPU
+            path) over the union of their regions, zeroing each instance outside its own region,
+            so the values are bit-identical to the per-instance path. Default: on every device
+            but the CPU, where the per-instance loop costs least.
+        chunk_elements: Most float elements one vectorised chunk may hold.
     """
     height, width = image_shape
-    out = masks.new_zeros((masks.shape[0], 1, height, width), dtype=torch.float32)
-    for index in range(masks.shape[0]):
-        mask, box = masks[index], boxes[index : index + 1]
-        pasted, (rows, cols) = _paste_one(mask, box, height, width)
-        out[index, 0, rows, cols] = pasted
+    masks, boxes = masks.float(), boxes.float()
+    count = masks.shape[0]
+    if threshold is None:
+        out = masks.new_zeros((count, 1, height, width))
+        view = out[:, 0]
+    else:
+        out = view = torch.zeros((count, height, width), dtype=torch.bool, device=masks.device)
+    if count == 0:
+        return out
+    regions = _paste_regions(boxes, height, width)
+    if vectorised is None:
+        vectorised = masks.device.type != "cpu"
+    if not vectorised:
+        for index in range(count):
+            x0, y0, x1, y1 = (int(v) for v in regions[index])
+            pasted = _sample(masks[index : index + 1], boxes[index : index + 1], x0, y0, x1, y1)[0]
+            view[index, y0:y1, x0:x1] = pasted if threshold is None else pasted >= threshold
+        return out
+    for chunk in _chunks(regions, chunk_elements):
+        x0, y0 = (int(v) for v in regions[chunk, :2].amin(dim=0))
+        x1, y1 = (int(v) for v in regions[chunk, 2:].amax(dim=0))
+        pasted = _sample(masks[chunk], boxes[chunk], x0, y0, x1, y1)
+        cols = torch.arange(x0, x1, device=masks.device)
+        rows = torch.arange(y0, y1, device=masks.device)
+        inside = (
+            (rows[None, :, None] >= regions[chunk, 1, None, None])
+            & (rows[None, :, None] < regions[chunk, 3, None, None])
+            & (cols[None, None, :] >= regions[chunk, 0, None, None])
+            & (cols[None, None, :] < regions[chunk, 2, None, None])
+        )
+        pasted = torch.where(inside, pasted, pasted.new_zeros(()))
+        view[chunk, y0:y1, x0:x1] = pasted if threshold is None else pasted >= threshold
     return out
 
 
-def _paste_one(mask: Tensor, box: Tensor, height: int, width: int) -> tuple[Tensor, tuple[slice, slice]]:
-    x0_int, y0_int = torch.clamp(box.min(dim=0).values.floor()[:2] - 1, min=0).to(dtype=torch.int32)
-    x1_int = int(torch.clamp(box[:, 2].max().ceil() + 1, max=width).to(dtype=torch.int32))
-    y1_int = int(torch.clamp(box[:, 3].max().ceil() + 1, max=height).to(dtype=torch.int32))
-    x0_int, y0_int = int(x0_int), int(y0_int)
-    x0, y0, x1, y1 = torch.split(box, 1, dim=1)
-    img_y = torch.arange(y0_int, y1_int, device=mask.device).to(torch.float32) + 0.5
-    img_x = torch.arange(x0_int, x1_int, device=mask.device).to(torch.float32) + 0.5
+def _paste_regions(boxes: Tensor, height: int, width: int) -> Tensor:
+    """(N, 4) int64 [x0, y0, x1, y1) pixel regions each instance is pasted into (``skip_empty``)."""
+    x0y0 = torch.clamp(boxes[:, :2].floor() - 1, min=0).to(torch.int32)
+    x1 = torch.clamp(boxes[:, 2].ceil() + 1, max=width).to(torch.int32)
+    y1 = torch.clamp(boxes[:, 3].ceil() + 1, max=height).to(torch.int32)
+    regions = torch.cat([x0y0, x1[:, None], y1[:, None]], dim=1).to(torch.int64)
+    # A box entirely left of / above the image gets an empty region, not a negative one.
+    regions[:, 2:] = torch.maximum(regions[:, 2:], regions[:, :2])
+    return regions
+
+
+def _chunks(regions: Tensor, budget: int) -> list[Tensor]:
+    """Consecutive groups of instances whose union region times count stays within ``budget``."""
+    chunks, start = [], 0
+    count = regions.shape[0]
+    lo, hi = regions[:, :2].tolist(), regions[:, 2:].tolist()
+    while start < count:
+        end, (ux0, uy0), (ux1, uy1) = start + 1, lo[start], hi[start]
+        while end < count:
+            nx0, ny0 = min(ux0, lo[end][0]), min(uy0, lo[end][1])
+            nx1, ny1 = max(ux1, hi[end][0]), max(uy1, hi[end][1])
+            if (end + 1 - start) * max(nx1 - nx0, 0) * max(ny1 - ny0, 0) > budget:
+                break
+            ux0, uy0, ux1, uy1, end = nx0, ny0, nx1, ny1, end + 1
+        chunks.append(torch.arange(start, end, device=regions.device))
+        start = end
+    return chunks
+
+
+def _sample(masks: Tensor, boxes: Tensor, x0_int: int, y0_int: int, x1_int: int, y1_int: int) -> Tensor:
+    """(n, y1 - y0, x1 - x0) bilinear samples of (n, h, w) masks at the pixel centres of a region."""
+    x0, y0, x1, y1 = torch.split(boxes, 1, dim=1)
+    img_y = torch.arange(y0_int, y1_int, device=masks.device).to(torch.float32) + 0.5
+    img_x = torch.arange(x0_int, x1_int, device=masks.device).to(torch.float32) + 0.5
     img_y = (img_y - y0) / (y1 - y0) * 2 - 1
     img_x = (img_x - x0) / (x1 - x0) * 2 - 1
     # A zero-size box gives inf; MMDetection maps those coordinates to 0.
     img_x = torch.where(torch.isinf(img_x), torch.zeros_like(img_x), img_x)
     img_y = torch.where(torch.isinf(img_y), torch.zeros_like(img_y), img_y)
-    grid_x = img_x[:, None, :].expand(1, img_y.size(1), img_x.size(1))
-    grid_y = img_y[:, :, None].expand(1, img_y.size(1), img_x.size(1))
+    count = masks.shape[0]
+    grid_x = img_x[:, None, :].expand(count, img_y.size(1), img_x.size(1))
+    grid_y = img_y[:, :, None].expand(count, img_y.size(1), img_x.size(1))
     grid = torch.stack([grid_x, grid_y], dim=3)
-    pasted = F.grid_sample(mask[None, None].to(torch.float32), grid, align_corners=False)
-    return pasted[0, 0], (slice(y0_int, y1_int), slice(x0_int, x1_int))
+    return F.grid_sample(masks[:, None], grid, align_corners=False)[:, 0]
