@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import torch
 from torch import nn
 
 from .arch import DetectorArch
@@ -98,12 +99,16 @@ def _detector(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optiona
             "(or `wszoo train --weights DEFAULT`)"
         )
     num_classes = num_classes or entry.num_classes or 81
-    model = build_detector(arch=entry.arch, num_classes=num_classes, **kwargs)
-    if resolved is not None:
-        state_dict = load_state_dict(entry, resolved, num_classes=num_classes, progress=progress)
-        # assign=True adopts the loaded tensors instead of copying them (loading is I/O bound);
-        # the parameters keep their requires_grad (frozen stages stay frozen).
-        model.load_state_dict(state_dict, strict=True, assign=True)
+    if resolved is None:
+        return build_detector(arch=entry.arch, num_classes=num_classes, **kwargs)
+    state_dict = load_state_dict(entry, resolved, num_classes=num_classes, progress=progress)
+    # Weights are about to replace every parameter: build on the meta device (no random
+    # initialisation, no memory), then adopt the loaded tensors with assign=True. The parameters
+    # keep their requires_grad (frozen stages stay frozen).
+    with torch.device("meta"):
+        model = build_detector(arch=entry.arch, num_classes=num_classes, **kwargs)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model.transform.reset_buffers()  # not in the state dict
     return model
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 import wszoo
 from wszoo.modeling.detector import build_detector
+from wszoo.modeling.layers import WSConv2d, fold_weight_standardization
 from wszoo.modeling.transforms import binary_masks, paste_masks
 
 SMALL = dict(image_scale=(160, 128), rpn_post_nms_top_n_test=50, score_thresh=0.0)
@@ -98,3 +101,27 @@ def test_bf16_autocast_with_channels_last_returns_float32(name: str):
             assert out["masks"].dtype == torch.float32 and out["masks"].shape[-2:] == (height, width)
         # Same image, same ballpark: bf16 moves scores a little, not the whole answer.
         assert abs(len(out["boxes"]) - len(ref["boxes"])) <= max(2, len(ref["boxes"]) // 4)
+
+
+@pytest.mark.slow
+def test_backbone_compiles_without_graph_breaks_from_the_ws_cache():
+    model = build_detector(arch=wszoo.get_entry("faster_rcnn_r18_fpn_gn_ws").arch).eval()
+    torch._dynamo.reset()
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(model.backbone)(torch.randn(1, 3, 64, 96))
+    assert explanation.graph_break_count == 0, [r.reason for r in explanation.break_reasons]
+    torch._dynamo.reset()
+
+
+def test_folding_weight_standardization_keeps_the_detections():
+    model = _mask_model()
+    folded = fold_weight_standardization(copy.deepcopy(model))
+    assert not any(isinstance(m, WSConv2d) for m in folded.modules())
+    assert sum(isinstance(m, WSConv2d) for m in model.modules()) > 20
+    images = [_image(4), _image(5, 80, 112)]
+    with torch.no_grad():
+        want, got = model(images), folded(images)
+    for a, b in zip(want, got):
+        assert len(a["boxes"]) > 0
+        for key in a:
+            assert torch.equal(a[key], b[key]), key

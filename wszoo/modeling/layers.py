@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["WSConv2d", "standardize_weight", "group_norm", "ConvNormAct"]
+__all__ = ["WSConv2d", "standardize_weight", "fold_weight_standardization", "group_norm", "ConvNormAct"]
 
 
 def standardize_weight(weight: Tensor, eps: float = 1e-5) -> Tensor:
@@ -77,6 +77,12 @@ class WSConv2d(nn.Conv2d):
     def standardized_weight(self) -> Tensor:
         """Returns the weight used by the convolution (standardized, cached in eval mode)."""
         weight = self.weight
+        if torch.compiler.is_compiling():
+            # Under torch.compile the cache's bookkeeping (ids, pointers, version counters) would
+            # break the graph at every conv; the standardization is traced into the graph
+            # instead, where the compiler fuses it. For no cost at all, fold it first
+            # (fold_weight_standardization).
+            return standardize_weight(weight, self.eps)
         if torch.is_grad_enabled() and weight.requires_grad:
             # Autograd must see the standardization to reach the raw weight: recompute.
             self.clear_cache()
@@ -113,6 +119,41 @@ class WSConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", eps={self.eps}"
+
+
+def fold_weight_standardization(module: nn.Module) -> nn.Module:
+    """Replaces every :class:`WSConv2d` in ``module`` by a plain ``nn.Conv2d`` holding its
+    standardized weight, in place; returns ``module``.
+
+    For inference and deployment (``torch.compile``, ``torch.export``, ONNX): the folded model
+    computes the same convolutions with no weight statistics at run time. Its state dict holds
+    standardized weights, so do not train it or save it as wszoo weights.
+    """
+    for name, child in list(module.named_children()):
+        if isinstance(child, WSConv2d):
+            conv = nn.Conv2d(
+                child.in_channels,
+                child.out_channels,
+                child.kernel_size,
+                stride=child.stride,
+                padding=child.padding,
+                dilation=child.dilation,
+                groups=child.groups,
+                bias=child.bias is not None,
+                padding_mode=child.padding_mode,
+                device=child.weight.device,
+                dtype=child.weight.dtype,
+            )
+            with torch.no_grad():
+                conv.weight.copy_(standardize_weight(child.weight, child.eps))
+                if child.bias is not None:
+                    conv.bias.copy_(child.bias)
+            conv.weight.requires_grad_(child.weight.requires_grad)
+            conv.train(child.training)
+            setattr(module, name, conv)
+        else:
+            fold_weight_standardization(child)
+    return module
 
 
 def group_norm(num_channels: int, *, num_groups: int = 32, eps: float = 1e-5) -> nn.GroupNorm:

@@ -140,8 +140,15 @@ class DetectionTransform(nn.Module):
         self.scale = tuple(scale)
         self.size_divisor = size_divisor
         self.resize_backend = resize_backend
-        self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGE_STD).view(3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.empty(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.empty(3, 1, 1), persistent=False)
+        self.reset_buffers()
+
+    def reset_buffers(self) -> None:
+        """(Re)creates the mean/std buffers, which no state dict carries (e.g. after a meta-device build)."""
+        device = self.mean.device if self.mean.device.type != "meta" else torch.device("cpu")
+        self.mean = torch.tensor(IMAGE_MEAN, device=device).view(3, 1, 1)
+        self.std = torch.tensor(IMAGE_STD, device=device).view(3, 1, 1)
 
     def _backend_for(self, image: Tensor) -> str:
         if self.resize_backend != "auto":
