@@ -19,11 +19,12 @@ from typing import Iterable, Sequence, Union
 
 import torch
 from torch import Tensor, nn
-from torchvision.io import ImageReadMode, decode_image, read_file, write_png
+from torchvision.io import write_png
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tqdm.auto import tqdm
 
-from ..modeling.transforms import binary_masks, to_uint8
+from ..image_io import ImageError, decode_image_file
+from ..modeling.transforms import binary_masks
 from ..settings import DEFAULT_SETTINGS
 
 __all__ = [
@@ -40,10 +41,6 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_THRESHOLD = DEFAULT_SETTINGS.mask_thresh  # MMDetection's binary mask is probability >= 0.5
-
-
-class ImageError(ValueError):
-    """A file cannot be read as a JPEG or PNG image."""
 
 
 @dataclass
@@ -79,20 +76,13 @@ def find_images(inputs: Iterable[Union[str, os.PathLike]]) -> list[Path]:
 def read_image(path: Union[str, os.PathLike]) -> Tensor:
     """A JPEG or PNG file as a (3, H, W) uint8 RGB tensor; grayscale and RGBA are converted.
 
-    Raises:
-        ImageError: The file is not a readable JPEG or PNG.
-    """
+    The file is decoded by Pillow first, so a damaged one raises instead of crashing the process
+    (see :mod:`wszoo.image_io`).
 
-    data = read_file(str(path))
-    if not (bytes(data[:3].tolist()) == b"\xff\xd8\xff" or bytes(data[:8].tolist()) == b"\x89PNG\r\n\x1a\n"):
-        raise ImageError(f"{path} is not a JPEG or PNG image (its first bytes are {bytes(data[:8].tolist())!r})")
-    try:
-        # EXIF orientation applied, as OpenCV's IMREAD_COLOR does in MMDetection's LoadImageFromFile;
-        # 16-bit PNGs come back as uint16 and are scaled to uint8.
-        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        return to_uint8(image)
-    except RuntimeError as err:
-        raise ImageError(f"{path} is a damaged or unsupported image: {err}") from None
+    Raises:
+        ImageError: The file is not a readable JPEG or PNG; the message names it.
+    """
+    return decode_image_file(path)
 
 
 def mask_to_rle(mask: Tensor) -> dict:
@@ -221,7 +211,7 @@ def predict(
             for path in paths[start : start + chunk_size]:
                 try:
                     images[path] = read_image(path)
-                except (ImageError, RuntimeError, OSError) as err:
+                except ImageError as err:
                     report.failed.append((path, str(err)))
                     bar.update(1)
             for batch in _batches(images, batch_size):

@@ -1,7 +1,9 @@
 """COCO-format datasets and the training sampler of MMDetection v2's GN+WS configs.
 
-A dataset is an image folder and an instances JSON. Images are read with
-``torchvision.io.decode_image`` and annotations go through torchvision's ``CocoDetection`` and
+A dataset is an image folder and an instances JSON. Images are checked by Pillow, then decoded
+with ``torchvision.io.decode_image`` (:func:`wszoo.image_io.decode_image_file`: a damaged image
+raises :class:`wszoo.image_io.ImageError` naming its path, never crashes the process), and
+annotations go through torchvision's ``CocoDetection`` and
 ``wrap_dataset_for_transforms_v2`` (boxes as ``tv_tensors.BoundingBoxes``, polygons and RLEs
 decoded to ``tv_tensors.Mask``), so transforms v2 apply to image, boxes and masks together.
 
@@ -36,10 +38,9 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
 
-from ..modeling.transforms import to_uint8
+from ..image_io import ImageError, decode_image_file
 
 __all__ = ["CocoDataset", "GroupedBatchSampler", "collate", "ShardSampler"]
 
@@ -53,9 +54,14 @@ def _coco_detection_class():
 
         def _load_image(self, id: int) -> Tensor:  # noqa: A002 - torchvision's signature
             path = Path(self.root) / self.coco.loadImgs(id)[0]["file_name"]
-            # EXIF orientation as OpenCV's IMREAD_COLOR in MMDetection; 16-bit PNGs to uint8.
-            image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
-            return to_uint8(image)
+            # Checked by Pillow first: a damaged file raises ImageError naming it, never crashes
+            # the worker. EXIF orientation as OpenCV's IMREAD_COLOR in MMDetection; 16-bit to uint8.
+            try:
+                return decode_image_file(path)
+            except ImageError as err:
+                raise ImageError(
+                    f"{err}; image id {id} of the dataset: replace the file or remove the image from {self._ann_file}"
+                ) from None
 
     return _TensorCocoDetection
 
@@ -95,6 +101,7 @@ class CocoDataset(Dataset):
             raise FileNotFoundError(f"annotation file {ann_file} does not exist")
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             base = _coco_detection_class()(str(image_dir), str(ann_file))
+        base._ann_file = ann_file  # named when an image is damaged
         keys = {"image_id", "boxes", "labels", "iscrowd"} | ({"masks"} if with_masks else set())
         self._wrapped = wrap_dataset_for_transforms_v2(base, target_keys=keys)
         self.coco = base.coco
