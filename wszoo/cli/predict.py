@@ -17,6 +17,7 @@ from ..inference.predict import predict
 from ..registry import get_entry
 from ..settings import DEFAULT_SETTINGS
 from ..training.checkpoints import SPEC_KEY, load_trained
+from .arguments import positive_int, probability
 
 __all__ = ["register"]
 
@@ -98,13 +99,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="DEFAULT",
         help="'DEFAULT' (published), a .pth/.safetensors file, hf-hub:ORG/REPO[@REV], or 'none'",
     )
-    p.add_argument("--score-threshold", type=float, default=0.3, help="keep detections scoring above this")
+    p.add_argument(
+        "--score-threshold", type=probability, default=0.3, help="keep detections scoring above this, in [0, 1]"
+    )
     p.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
     p.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (equal sizes only)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=4, help="images per forward pass, >= 1 (equal sizes only)"
+    )
     p.add_argument(
         "--image-scale",
-        type=int,
+        type=positive_int,
         nargs=2,
         default=DEFAULT_SETTINGS.image_scale,
         metavar=("LONG", "SHORT"),

@@ -9,13 +9,9 @@ from typing import Optional
 from ..training import distributed as dist_utils
 from ..training.api import run_eval, run_train
 from ..training.engine import SCHEDULES
+from .arguments import image_scale, non_negative_int, positive_int, probability
 
 __all__ = ["register"]
-
-
-def _scale(text: str) -> tuple[int, int]:
-    long_side, short_side = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    return long_side, short_side
 
 
 def _weights(text: str) -> Optional[str]:
@@ -33,11 +29,11 @@ def _build_kwargs(args) -> dict:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-scale", type=_scale, help="keep-ratio resize LONGxSHORT (default 1333x800)")
-    p.add_argument("--score-thresh", type=float, help="R-CNN score threshold (default 0.05)")
-    p.add_argument("--rpn-post-nms-top-n-test", type=int, help="proposals at test time (default 1000)")
+    p.add_argument("--image-scale", type=image_scale, help="keep-ratio resize LONGxSHORT (default 1333x800)")
+    p.add_argument("--score-thresh", type=probability, help="R-CNN score threshold in [0, 1] (default 0.05)")
+    p.add_argument("--rpn-post-nms-top-n-test", type=positive_int, help="proposals at test time (default 1000)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    p.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader workers per process, >= 0")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (GPU)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
@@ -162,6 +158,6 @@ def register(subparsers) -> None:
     p.add_argument("--weights", type=_weights, default="DEFAULT", help="DEFAULT (published) or a file")
     p.add_argument("--checkpoint", help="weights written by `wszoo train` (.safetensors or last.pth)")
     p.add_argument("--results", help="write the COCO results JSON here")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass, >= 1")
     _add_model_options(p)
     p.set_defaults(func=_cmd_eval)

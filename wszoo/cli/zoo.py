@@ -16,6 +16,7 @@ from ..conversion.api import convert_file
 from ..hub.download import default_cache_dir, download
 from ..registry import entries, entry_record, get_entry, list_models, model_table
 from ..zoo import ZooEntry
+from .arguments import existing_file
 
 __all__ = ["register"]
 
@@ -167,8 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
     p = sub.add_parser("convert", help="convert an MMDetection checkpoint to wszoo safetensors")
-    p.add_argument("source")
-    p.add_argument("destination")
+    p.add_argument("source", type=existing_file, help="the MMDetection .pth")
+    p.add_argument("destination", help="the .safetensors file to write")
     p.add_argument("--model", help="zoo name; recognised from the checkpoint when omitted")
     p.add_argument("--report", help="write every key mapping to this JSON file")
     p.set_defaults(func=_cmd_convert)

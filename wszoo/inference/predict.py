@@ -196,8 +196,10 @@ def predict(
         chunk_size: Images read into memory at a time.
     """
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not 0.0 <= score_threshold <= 1.0:  # also refuses NaN
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = find_images(inputs)
