@@ -1,20 +1,21 @@
 """Checkpoint files in and out: safe ``torch.load`` and safetensors read/write.
 
 Nothing here knows what a checkpoint is for (MMDetection weights, wszoo training state): it
-reads tensors without executing pickled code and writes safetensors atomically and
-reproducibly.
+reads tensors without executing pickled code, refuses state dicts holding NaN or infinite values
+(naming the first such key), and writes safetensors atomically and reproducibly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO, Mapping, Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -24,6 +25,9 @@ from torch import Tensor
 __all__ = [
     "CheckpointError",
     "UnsafeCheckpointError",
+    "NonFiniteWeightsError",
+    "first_non_finite",
+    "check_finite",
     "load_torch_file",
     "read_checkpoint",
     "state_dict_of",
@@ -44,6 +48,50 @@ class CheckpointError(ValueError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint needs arbitrary pickled Python objects; it was refused, not executed."""
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """A state dict holds NaN or infinite values; ``key`` is the first such tensor."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def first_non_finite(state_dict: Mapping[str, Tensor]) -> Optional[str]:
+    """The first key (in order) whose tensor holds a NaN or an infinity, or None.
+
+    One vectorised pass: each floating tensor is reduced to its sum (NaN and infinities
+    propagate through a sum) and one ``isfinite`` runs over all sums; only when a sum is not
+    finite are those tensors checked element by element, which also clears a sum that merely
+    overflowed. ``benchmarks/finite_check.py`` measures its cost against loading the weights.
+    """
+    keys = [k for k, v in state_dict.items() if v.is_floating_point() and v.device.type != "meta"]
+    if not keys:
+        return None
+    sums = torch.stack([state_dict[k].sum().float() for k in keys])
+    if bool(torch.isfinite(sums).all()):
+        return None
+    for key, total in zip(keys, sums.tolist()):
+        if not math.isfinite(total) and not bool(torch.isfinite(state_dict[key]).all()):
+            return key
+    return None
+
+
+def check_finite(state_dict: Mapping[str, Tensor], *, what: str) -> None:
+    """Raises :class:`NonFiniteWeightsError` naming the first tensor of ``what`` with NaN or infinite values."""
+    key = first_non_finite(state_dict)
+    if key is None:
+        return
+    tensor = state_dict[key]
+    bad = int((~torch.isfinite(tensor)).sum())
+    nans = int(torch.isnan(tensor).sum())
+    raise NonFiniteWeightsError(
+        f"{what} holds non-finite weights: {key!r} has {bad} of {tensor.numel()} values NaN or infinite "
+        f"({nans} NaN); weights must be finite. The file is damaged or its training diverged: "
+        "download it again or use an earlier checkpoint",
+        key=key,
+    )
 
 
 def load_torch_file(path: os.PathLike | str) -> Any:
@@ -103,6 +151,7 @@ def state_dict_of(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, An
                 f"(top-level keys: {sorted(map(str, obj))[:8]}); pass a weights file (.pth state dict or .safetensors)"
             )
         state_dict[key[len("module.") :] if key.startswith("module.") else key] = value
+    check_finite(state_dict, what=str(path))
     return state_dict, meta
 
 
@@ -154,13 +203,20 @@ def read_safetensors_metadata(path: os.PathLike | str) -> dict[str, str]:
 
 
 def read_safetensors(path: os.PathLike | str) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Reads a safetensors file: ``(state_dict, metadata)``."""
+    """Reads a safetensors file: ``(state_dict, metadata)``.
+
+    Raises:
+        NonFiniteWeightsError: A tensor holds NaN or infinite values (the first is named).
+        CheckpointError: Not a readable safetensors file.
+    """
     metadata = read_safetensors_metadata(path)
     try:
         # load_file reads all tensors in one pass, faster than get_tensor() key by key.
-        return load_file(str(path), device="cpu"), metadata
+        state_dict = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+    check_finite(state_dict, what=str(path))
+    return state_dict, metadata
 
 
 def sha256_of_file(path: str | os.PathLike[str], *, chunk_size: int = _HASH_CHUNK_SIZE) -> str:
