@@ -2,8 +2,9 @@
 
 Serves files from a dict or a directory, honours single HTTP ``Range``
 requests (206 with ``Content-Range``, 416 when unsatisfiable) and can, per
-path, answer an error status or cut the connection after some body bytes,
-for the first N requests or forever.
+path, answer an error status, cut the connection after some body bytes or
+flip a byte of the body, for the first N requests or forever; trickle a body
+at a set rate; or send an endless body without ``Content-Length``.
 
 Example::
 
@@ -54,8 +55,9 @@ class Request(NamedTuple):
 @dataclass
 class _Fault:
     status: int | None  # Answer with this status...
-    drop_after: int | None  # ...or cut the connection after this many body bytes.
+    drop_after: int | None  # ...or cut the connection after this many body bytes...
     remaining: int | None  # Requests left to affect; None: all.
+    corrupt: bool = False  # ...or flip one byte in the middle of the body sent.
 
 
 class Server:
@@ -83,6 +85,8 @@ class Server:
             self._root = Path(files).resolve()
         self._faults: dict[str, list[_Fault]] = collections.defaultdict(list)
         self._delays: dict[str, float] = {}
+        self._rates: dict[str, float] = {}
+        self._endless: set[str] = set()
         self._full_bodies: collections.Counter[str] = collections.Counter()
         self.requests: list[Request] = []
         self.accept_ranges = True
@@ -116,6 +120,20 @@ class Server:
     def drop_after(self, path: str, nbytes: int, *, times: int | None = 1) -> None:
         """Cuts the connection after ``nbytes`` body bytes, for ``times`` requests."""
         self._add_fault(path, _Fault(status=None, drop_after=nbytes, remaining=times))
+
+    def corrupt(self, path: str, *, times: int | None = 1) -> None:
+        """Flips one byte in the middle of the body sent, for ``times`` requests."""
+        self._add_fault(path, _Fault(status=None, drop_after=None, remaining=times, corrupt=True))
+
+    def throttle(self, path: str, bytes_per_second: float) -> None:
+        """Sends the body of ``path`` at about ``bytes_per_second`` (in 1 kB writes)."""
+        with self._lock:
+            self._rates[_key(path)] = bytes_per_second
+
+    def endless(self, path: str) -> None:
+        """Answers ``path`` with 200, no ``Content-Length``, and bytes until the client goes away."""
+        with self._lock:
+            self._endless.add(_key(path))
 
     def delay(self, path: str, seconds: float) -> None:
         """Waits ``seconds`` before answering each request of ``path``."""
@@ -180,6 +198,14 @@ class Server:
             return None
         return target.read_bytes()
 
+    def _rate(self, raw_path: str) -> float | None:
+        with self._lock:
+            return next((self._rates[k] for k in _keys(raw_path) if k in self._rates), None)
+
+    def _is_endless(self, raw_path: str) -> bool:
+        with self._lock:
+            return any(k in self._endless for k in _keys(raw_path))
+
     def _count_full_body(self, raw_path: str) -> None:
         with self._lock:
             self._full_bodies[raw_path] += 1
@@ -234,6 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.status is not None:
             self._send_status(fault.status)
             return
+        if owner._is_endless(raw_path):
+            self._send_endless()
+            return
         data = owner._content(raw_path)
         if data is None:
             self._send_status(404)
@@ -258,22 +287,43 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
         body = memoryview(data)[start:end]
+        if fault is not None and fault.corrupt and len(body):
+            flipped = bytearray(body)
+            flipped[len(flipped) // 2] ^= 0xFF
+            body = memoryview(bytes(flipped))
         if fault is not None and fault.drop_after is not None:
             self._write(body[: fault.drop_after])
             self._drop_connection()
-        elif self._write(body) and status == 200:
+        elif self._write(body, rate=owner._rate(raw_path)) and status == 200:
             owner._count_full_body(raw_path)
 
-    def _write(self, body: memoryview) -> bool:
-        """Writes ``body``; False if the client went away."""
+    def _write(self, body: memoryview, *, rate: float | None = None) -> bool:
+        """Writes ``body`` (at ``rate`` bytes/s if given); False if the client went away."""
+        step = _WRITE_CHUNK if rate is None else 1024
         try:
-            for i in range(0, len(body), _WRITE_CHUNK):
-                self.wfile.write(body[i : i + _WRITE_CHUNK])
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i : i + step])
+                if rate is not None:
+                    self.wfile.flush()
+                    time.sleep(step / rate)
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
             return False
         return True
+
+    def _send_endless(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        block = bytes(range(256)) * 256
+        try:
+            for _ in range(100_000):  # 6.5 GB at most, should a client never stop
+                self.wfile.write(block)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
 
     def _drop_connection(self) -> None:
         # Shut the socket down now so the client sees EOF mid-body at once,

@@ -153,6 +153,7 @@ JSON_FIELDS = (
     "model_url",
     "file_name",
     "sha256_prefix",
+    "sha256",
     "config_url",
     "log_url",
     "mmdet_v2_config",

@@ -63,6 +63,11 @@ class ZooEntry:
         mirrors: Base URLs of legacy mirrors, tried after the original with its path kept.
         hf_repo: Hugging Face Hub repository (``ORG/REPO[@REVISION]``) of the converted weights,
             tried last and verified by their metadata (:func:`wszoo.hf_hub.verify_published`).
+        sha256: The checkpoint's full sha256, when known (e.g. learnt from a Hub copy's
+            ``source_sha256``): then downloads and cached files are checked against all 64 hex
+            digits instead of the prefix in the file name.
+        max_bytes: The most bytes a download of the checkpoint may take (default:
+            :data:`wszoo.hub.download.DEFAULT_MAX_BYTES`); a source sending more is cut off.
     """
 
     name: str
@@ -85,6 +90,23 @@ class ZooEntry:
     classes: tuple[str, ...] = ()
     mirrors: tuple[str, ...] = field(default=())
     hf_repo: Optional[str] = None
+    sha256: Optional[str] = None
+    max_bytes: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None:
+            digest = self.sha256.lower()
+            if len(digest) != 64 or not set(digest) <= set("0123456789abcdef"):
+                raise ValueError(f"{self.name}: sha256 must be 64 hex digits, got {self.sha256!r}")
+            if self.sha256_prefix and not digest.startswith(self.sha256_prefix):
+                raise ValueError(f"{self.name}: sha256 {digest} does not start with {self.sha256_prefix} (file name)")
+        if self.max_bytes is not None and (isinstance(self.max_bytes, bool) or self.max_bytes < 1):
+            raise ValueError(f"{self.name}: max_bytes must be a positive int, got {self.max_bytes!r}")
+
+    @property
+    def expected_sha256(self) -> Optional[str]:
+        """What a download must hash to: the pinned full ``sha256`` if known, else the file name's prefix."""
+        return self.sha256.lower() if self.sha256 else self.sha256_prefix
 
     @property
     def has_weights(self) -> bool:

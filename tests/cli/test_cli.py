@@ -271,7 +271,8 @@ def test_import_weights_accepts_a_matching_file(capsys, fake: ZooEntry, tmp_path
     assert code == 0 and FAKE in out
     assert (cache / FILE).read_bytes() == PAYLOAD
     assert hand_copied.read_bytes() == PAYLOAD  # copied, not moved
-    assert {p.name for p in cache.iterdir()} == {FILE}, "a temporary file was left behind"
+    assert {p.name for p in cache.iterdir()} == {FILE, FILE + ".sha256"}, "a temporary file was left behind"
+    assert json.loads((cache / f"{FILE}.sha256").read_text())["sha256"] == DIGEST  # trusted from first use
     assert run(capsys, "verify", FAKE, "--cache-dir", str(cache))[0] == 0
 
 

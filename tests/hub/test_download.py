@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import random
 import socket
@@ -62,10 +63,14 @@ def fetch(server: Server, cache: Path, **overrides) -> Path:
 
 
 def cache_contents(cache: Path) -> set[str]:
-    # The lock file is left behind on purpose (see download()); ignore it.
+    """The cache's files, less the digest record beside the verified file; never a stray lock."""
     if not cache.exists():
         return set()
-    return {p.name for p in cache.iterdir()} - {NAME + ".lock"}
+    names = {p.name for p in cache.iterdir()}
+    assert NAME + ".lock" not in names, "the lock file must be removed when released"
+    if NAME + ".sha256" in names:
+        assert NAME in names, "a digest record without its file"
+    return names - {NAME + ".sha256"}
 
 
 def range_offset(request: Request) -> int:
@@ -90,6 +95,8 @@ def test_good_download_lands_in_cache_and_second_call_makes_no_request(server, c
     assert path == cache / NAME
     assert path.read_bytes() == PAYLOAD
     assert cache_contents(cache) == {NAME}
+    record = json.loads((cache / f"{NAME}.sha256").read_text())
+    assert record["sha256"] == DIGEST and record["size"] == len(PAYLOAD)  # the full digest, trusted from now on
     assert server.requests == [Request(PATH, None)]
 
     assert fetch(server, cache) == path

@@ -9,7 +9,9 @@ laid out as MMDetection names it (``gnK`` norms, ``downsample.0/1``, an ``fc`` c
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +21,9 @@ from http_server import Server, serve  # noqa: E402
 
 import wszoo  # noqa: E402
 from wszoo.arch import ResNetArch  # noqa: E402
-from wszoo.checkpoint_io import read_safetensors  # noqa: E402
+from wszoo.checkpoint_io import read_safetensors, save_safetensors, sha256_of_file  # noqa: E402
 from wszoo.hub import weights  # noqa: E402
-from wszoo.hub.download import DownloadError  # noqa: E402
+from wszoo.hub.download import DownloadError, record_digest  # noqa: E402
 from wszoo.zoo import ZooEntry  # noqa: E402
 
 NAME = "fake_resnet18_gn_ws"
@@ -215,3 +217,52 @@ def test_checkpoint_of_another_architecture_is_refused(fake: ZooEntry, tmp_path:
     torch.save(broken, path)
     with pytest.raises(ValueError, match=r"layer4\.1\.conv2\.weight"):
         wszoo.get_model(NAME, weights=path)
+
+
+# ---- the converted cache: recorded digest and source digest, re-checked ----
+
+
+def test_a_tampered_converted_cache_is_converted_again(fake: ZooEntry, served, source, cache: Path):
+    server, path, digest = served
+    wszoo.get_model(NAME, weights="DEFAULT", progress=False)
+    converted = weights.converted_cache_path(fake)
+    good_bytes = converted.read_bytes()
+    record = json.loads(converted.with_name(converted.name + ".sha256").read_text())
+    assert record["sha256"] == hashlib.sha256(good_bytes).hexdigest()
+    state, meta = read_safetensors(converted)
+    state["conv1.weight"] = state["conv1.weight"] + 1  # a valid file, same size and metadata, other weights
+    save_safetensors(state, converted, metadata=meta)
+    model = wszoo.get_model(NAME, weights="DEFAULT", progress=False)
+    assert_loaded(model, native_names(source))  # the tampered weights were never used
+    assert converted.read_bytes() == good_bytes  # converted again, identically, from the verified source
+    assert not list(cache.rglob("*.lock"))
+
+
+def test_a_converted_cache_of_another_source_is_converted_again(fake: ZooEntry, served, source, cache: Path):
+    server, path, digest = served
+    wszoo.get_model(NAME, weights="DEFAULT", progress=False)
+    converted = weights.converted_cache_path(fake)
+    state, meta = read_safetensors(converted)
+    other = digest[:8] + ("0" if digest[8] != "0" else "1") + digest[9:]  # same prefix, another file
+    forged = {k: v + 1 if k == "conv1.weight" else v for k, v in state.items()}
+    save_safetensors(forged, converted, metadata={**meta, "source_sha256": other})
+    record_digest(converted, sha256_of_file(converted))  # even with a consistent record of its own
+    model = wszoo.get_model(NAME, weights="DEFAULT", progress=False)
+    assert_loaded(model, native_names(source))
+    assert read_safetensors(converted)[1]["source_sha256"] == digest
+
+
+def test_offline_default_weights_fail_at_once_unless_cached(fake: ZooEntry, served, source, cache, monkeypatch):
+    server, _, _ = served
+    monkeypatch.setenv("WSZOO_OFFLINE", "1")
+    before = len(server.requests)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="downloads are off") as info:
+        wszoo.get_model(NAME, weights="DEFAULT", progress=False)
+    assert time.monotonic() - start < 0.5 and len(server.requests) == before
+    assert "wszoo import-weights FILE" in str(info.value)
+    assert not cache.exists() or not list(cache.rglob("*.lock"))
+    monkeypatch.delenv("WSZOO_OFFLINE")
+    wszoo.get_model(NAME, weights="DEFAULT", progress=False)
+    monkeypatch.setenv("WSZOO_OFFLINE", "1")
+    assert_loaded(wszoo.get_model(NAME, weights="DEFAULT", progress=False), native_names(source))

@@ -13,7 +13,7 @@ from typing import Optional
 
 from ..checkpoint_io import sha256_of_file
 from ..conversion.api import convert_file
-from ..hub.download import default_cache_dir, download
+from ..hub.download import default_cache_dir, download, read_digest_record, record_digest
 from ..registry import entries, entry_record, get_entry, list_models, model_table
 from ..zoo import ZooEntry
 from .arguments import existing_file
@@ -53,10 +53,11 @@ def _cmd_download(args) -> int:
         path = download(
             url=entry.model_url,
             file_name=entry.file_name,
-            sha256_prefix=entry.sha256_prefix,
+            sha256_prefix=entry.expected_sha256,
             cache_dir=_cache_dir(args),
             legacy_mirrors=entry.mirrors,
             progress=not args.quiet,
+            max_bytes=entry.max_bytes,
         )
         print(path)
     return 0
@@ -97,11 +98,26 @@ def _cmd_verify(args) -> int:
             print(f"FAIL {path}: missing (run `wszoo download {entry.name}`)")
             failed += 1
         else:
-            digest = sha256_of_file(path)
-            ok = digest.startswith(entry.sha256_prefix)
+            ok, line = _verify_one(path, entry)
             failed += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {path}: sha256 {digest[:16]}..., expected {entry.sha256_prefix}...")
+            print(line)
     return 1 if failed else 0
+
+
+def _verify_one(path: Path, entry: ZooEntry) -> tuple[bool, str]:
+    """Re-hashes ``path`` in full; checks it against the entry and the digest recorded at first use."""
+    digest = sha256_of_file(path)
+    expected = entry.expected_sha256
+    record = read_digest_record(path)
+    if not digest.startswith(expected):
+        return False, f"FAIL {path}: sha256 {digest[:16]}..., expected {expected[:16]}..."
+    if record is not None and record["sha256"] != digest:
+        return False, (
+            f"FAIL {path}: sha256 {digest[:16]}... differs from the {record['sha256'][:16]}... recorded when it "
+            f"was first verified; delete it and run `wszoo download {entry.name}`"
+        )
+    record_digest(path, digest)  # trusted from now on: later loads check size, mtime and this digest
+    return True, f"ok   {path}: sha256 {digest[:16]}..., expected {expected[:16]}..."
 
 
 def _cmd_import(args) -> int:
@@ -110,7 +126,7 @@ def _cmd_import(args) -> int:
     if not source.is_file():
         raise ValueError(f"{source} is not a file")
     digest = sha256_of_file(source)
-    entry = next((e for e in entries() if e.has_weights and digest.startswith(e.sha256_prefix)), None)
+    entry = next((e for e in entries() if e.has_weights and digest.startswith(e.expected_sha256)), None)
     if entry is None:
         print(f"refused: {source} (sha256 {digest[:16]}...) matches no zoo checkpoint", file=sys.stderr)
         return 1
@@ -124,6 +140,7 @@ def _cmd_import(args) -> int:
         os.replace(tmp, destination)
     finally:
         Path(tmp).unlink(missing_ok=True)
+    record_digest(destination, digest)
     print(f"imported {source} as {entry.name}: {destination}")
     return 0
 

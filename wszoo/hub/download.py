@@ -14,10 +14,24 @@ Resilience:
   with exponential backoff, resuming with an HTTP ``Range`` request from what
   was already written. A ``.partial`` left behind by a killed process is resumed
   the same way.
-* 4xx answers and wrong digests move on to the next source at once.
-* An inter-process file lock (``<name>.lock``) lets concurrent processes (e.g.
-  DDP ranks) share one download: one fetches, the others wait and then find the
-  verified file in the cache.
+* 4xx answers and wrong digests move on to the next source at once; a host whose
+  name does not resolve or that refuses the connection is not asked again (nor
+  are later sources on it).
+* A digest mismatch after resuming (a corrupt 206 body) retries the same source
+  once from byte zero.
+* Limits: a body longer than announced (``Content-Length``) or than ``max_bytes``
+  is cut off as soon as it passes the limit; a transfer slower than ``min_rate``
+  bytes/s over ``min_rate_window`` seconds is abandoned.
+* An inter-process lock (``<name>.lock``, removed when released) lets concurrent
+  processes (e.g. DDP ranks) share one download: one fetches, the others wait
+  and then find the verified file in the cache.
+
+Trust on first use of the full digest: beside every verified file the cache
+records ``<name>.sha256`` (JSON: full sha256, size, mtime; written atomically).
+A later call trusts the file only while its size and mtime match the record and
+the recorded digest matches what is expected (cheap: no re-hashing); a file that
+changed is re-hashed, and one whose digest no longer matches is downloaded
+again, never returned. ``verify_cached`` (``wszoo verify``) re-hashes on demand.
 
 Environment variables:
     WSZOO_MIRROR: Comma-separated base URLs tried before the original URL. The
@@ -25,17 +39,24 @@ Environment variables:
         each base, e.g. ``WSZOO_MIRROR=http://mirror.local/openmmlab``.
     WSZOO_CACHE: Directory for downloaded checkpoints. Defaults to torch.hub's
         checkpoint directory (``$TORCH_HOME/hub/checkpoints``).
+    WSZOO_OFFLINE, HF_HUB_OFFLINE: When set (``1``), nothing is downloaded: a file
+        missing from the cache fails at once, with one message that says how to
+        bring it in by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import json
 import logging
 import os
+import socket
 import string
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import SplitResult, urlsplit
@@ -48,14 +69,26 @@ from tqdm import tqdm
 
 from ..checkpoint_io import _HASH_CHUNK_SIZE, _hash_until_eof, sha256_of_file
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: filelock's lock, whose file stays
+    fcntl = None
+
 __all__ = [
     "CACHE_ENV",
     "MIRROR_ENV",
+    "OFFLINE_ENV",
+    "DEFAULT_MAX_BYTES",
     "DownloadError",
+    "cache_lock",
     "candidate_urls",
     "default_cache_dir",
     "download",
+    "is_offline",
+    "read_digest_record",
+    "record_digest",
     "sha256_of_file",
+    "trusted_digest",
     "verify_file",
 ]
 
@@ -63,6 +96,11 @@ logger = logging.getLogger(__name__)
 
 MIRROR_ENV = "WSZOO_MIRROR"
 CACHE_ENV = "WSZOO_CACHE"
+OFFLINE_ENV = "WSZOO_OFFLINE"
+_OFFLINE_ENVS = (OFFLINE_ENV, "HF_HUB_OFFLINE")
+# No published checkpoint comes near this; a body past it is a broken or hostile source.
+DEFAULT_MAX_BYTES = 2 * 1024**3
+DIGEST_SUFFIX = ".sha256"
 
 # urllib3 discards a partly filled read when the connection drops, so this is
 # also the most an interruption can cost; per-chunk overhead is negligible.
@@ -87,6 +125,10 @@ _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# urllib3 >= 2 names the failure; 1.26 leaves a socket.gaierror in the chain.
+_NAME_RESOLUTION_ERROR = getattr(urllib3.exceptions, "NameResolutionError", socket.gaierror)
+
+
 class DownloadError(RuntimeError):
     """Every source failed to deliver a verified file.
 
@@ -107,6 +149,19 @@ class _SourceFailed(Exception):
 
 class _TransientFailure(Exception):
     """The same source may succeed if asked again (resuming)."""
+
+
+class _HostUnreachable(_SourceFailed):
+    """The host's name does not resolve or it refuses connections: skip every source on it."""
+
+
+def is_offline() -> bool:
+    """Whether ``WSZOO_OFFLINE`` or ``HF_HUB_OFFLINE`` forbids downloads."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in _OFFLINE_ENVS)
+
+
+def _offline_switch() -> str:
+    return next(f"{n}={os.environ[n]}" for n in _OFFLINE_ENVS if os.environ.get(n, "").strip())
 
 
 # --------------------------------------------------------------------------
@@ -201,6 +256,111 @@ def verify_file(path: str | os.PathLike[str], *, sha256_prefix: str) -> bool:
 
 
 # --------------------------------------------------------------------------
+# Trust on first use: the full digest recorded beside a verified file
+# --------------------------------------------------------------------------
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def record_digest(path: str | os.PathLike[str], sha256: str) -> None:
+    """Records ``path``'s full sha256, size and mtime in ``<path>.sha256`` (JSON, written atomically)."""
+    path = Path(path)
+    stat = path.stat()
+    record = {"sha256": sha256.lower(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "file": path.name}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, _record_path(path))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_digest_record(path: str | os.PathLike[str]) -> dict | None:
+    """The record :func:`record_digest` wrote for ``path``, or None if missing or unreadable."""
+    try:
+        record = json.loads(_record_path(Path(path)).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str) or len(record["sha256"]) != 64:
+        return None
+    return record
+
+
+def trusted_digest(path: str | os.PathLike[str], *, expected: str | None = None) -> str | None:
+    """The full sha256 of a cached file, trusting its record while size and mtime are unchanged.
+
+    A file without a record, or whose size or mtime differ from it, is hashed in full and the
+    record (re)written. Returns None (and removes the file and its record) when the digest
+    does not start with ``expected`` (a prefix or a full digest) or the file is gone.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    record = read_digest_record(path)
+    if record and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns:
+        digest = record["sha256"]
+    else:
+        if record:
+            logger.info("%s changed since it was verified (size or mtime); hashing it again", path)
+        digest = sha256_of_file(path)
+        if expected is None or digest.startswith(expected.lower()):
+            record_digest(path, digest)
+    if expected is not None and not digest.startswith(expected.lower()):
+        logger.warning("%s does not match its expected sha256 (%s...); it is discarded", path, expected[:16])
+        _discard(path)
+        return None
+    return digest
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _record_path(path).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def cache_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An inter-process exclusive lock on ``path`` (a ``.lock`` file), removed when released.
+
+    Unlinking a lock file is safe here: after ``flock`` succeeds, the holder checks that the
+    path still names the file it locked, and starts over if a releasing holder removed it in
+    between; so no two processes ever hold locks on different files of one name. Where
+    ``fcntl`` is missing (Windows), ``filelock.FileLock`` is used and its file stays.
+    """
+    path = Path(path)
+    if fcntl is None:  # pragma: no cover - Windows
+        with FileLock(str(path)):
+            yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # removed or replaced while we waited: lock the current file
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------
 # Download
 # --------------------------------------------------------------------------
 
@@ -217,20 +377,24 @@ def download(
     backoff: float = 1.0,
     timeout: float = 30.0,
     session: requests.Session | None = None,
+    max_bytes: int | None = None,
+    min_rate: float = 10 * 1024,
+    min_rate_window: float = 30.0,
 ) -> Path:
     """Returns the path of a verified copy of a file, downloading it if needed.
 
-    A file already at ``cache_dir/file_name`` is returned as is: the cache only
-    ever receives verified files. Otherwise, holding the lock
-    ``cache_dir/file_name.lock``, each candidate URL (see
-    :func:`candidate_urls`) is tried until one delivers bytes whose SHA-256
-    starts with ``sha256_prefix``.
+    A file already at ``cache_dir/file_name`` is returned when its recorded full digest
+    (``<file_name>.sha256``, see :func:`trusted_digest`) still matches ``sha256_prefix`` and its
+    size and mtime are unchanged; a cached file without a record is hashed once and recorded; one
+    that no longer matches is discarded and downloaded again. Otherwise, holding the lock
+    ``cache_dir/file_name.lock``, each candidate URL (see :func:`candidate_urls`) is tried until
+    one delivers bytes whose SHA-256 starts with ``sha256_prefix``.
 
     Args:
         url: Canonical http(s) URL of the file.
         file_name: Name of the file in the cache; a bare name, no directories.
         sha256_prefix: At least 8 hex digits the SHA-256 digest must start with
-            (case-insensitive).
+            (case-insensitive); 64 pins the full digest.
         cache_dir: Cache directory; defaults to :func:`default_cache_dir`.
         legacy_mirrors: Base URLs tried after ``url``.
         progress: Show a tqdm progress bar.
@@ -239,33 +403,38 @@ def download(
         backoff: Seconds before the first retry; doubled for each further one.
         timeout: Seconds to wait for a connection or for the next bytes.
         session: Session to send requests with; a private one by default.
+        max_bytes: The most bytes a source may send (default :data:`DEFAULT_MAX_BYTES`); a body
+            longer than this, or than its ``Content-Length``, is cut off at once.
+        min_rate: Bytes per second below which a transfer is abandoned (0: no minimum)...
+        min_rate_window: ...when it stays below it for this many seconds.
 
     Returns:
         Path of the verified file in the cache.
 
     Raises:
-        DownloadError: If no source delivered a verified file. The message
-            lists each URL with the reason it failed and how to provide the
-            file by hand.
+        DownloadError: If no source delivered a verified file, or downloads are switched off
+            (``WSZOO_OFFLINE=1`` / ``HF_HUB_OFFLINE=1``). The message lists each URL with the
+            reason it failed and how to provide the file by hand.
         ValueError: For malformed arguments.
         TypeError: For arguments of the wrong type.
     """
     prefix = _check_sha256_prefix(sha256_prefix)
     _check_file_name(file_name)
     _check_retry_settings(retries=retries, backoff=backoff, timeout=timeout)
+    limits = _Limits.of(max_bytes=max_bytes, min_rate=min_rate, min_rate_window=min_rate_window)
     # Resolve sources first, so a malformed mirror fails before any disk work.
     sources = candidate_urls(url, legacy_mirrors=legacy_mirrors)
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     final = directory / file_name
-    if final.is_file():
+    if final.is_file() and trusted_digest(final, expected=prefix):
         return final
+    if is_offline():
+        raise DownloadError(_offline_message(final, prefix, sources), path=final, failures=[])
 
     directory.mkdir(parents=True, exist_ok=True)
-    # The lock file stays behind on purpose: unlinking a lock file another
-    # process may be about to open lets two processes hold "the" lock at once.
-    with FileLock(str(directory / f"{file_name}.lock")):
+    with cache_lock(directory / f"{file_name}.lock"):
         # Another process may have finished the download while we waited.
-        if final.is_file():
+        if final.is_file() and trusted_digest(final, expected=prefix):
             return final
         client = requests.Session() if session is None else session
         try:
@@ -278,6 +447,7 @@ def download(
                 backoff=backoff,
                 timeout=timeout,
                 progress=progress,
+                limits=limits,
             )
         finally:
             if session is None:  # Only close what we opened.
@@ -285,6 +455,25 @@ def download(
         if not failures:
             return final
     raise DownloadError(_failure_message(final, prefix, failures), path=final, failures=failures)
+
+
+class _Limits:
+    """Size and throughput limits of one transfer."""
+
+    def __init__(self, max_bytes: int, min_rate: float, min_rate_window: float) -> None:
+        self.max_bytes, self.min_rate, self.min_rate_window = max_bytes, min_rate, min_rate_window
+
+    @classmethod
+    def of(cls, *, max_bytes: int | None, min_rate: float, min_rate_window: float) -> _Limits:
+        if max_bytes is None:
+            max_bytes = DEFAULT_MAX_BYTES
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be an int >= 1, got {max_bytes!r}")
+        if not min_rate >= 0:
+            raise ValueError(f"min_rate must be >= 0 bytes/s, got {min_rate!r}")
+        if not min_rate_window > 0:
+            raise ValueError(f"min_rate_window must be > 0 seconds, got {min_rate_window!r}")
+        return cls(max_bytes, float(min_rate), float(min_rate_window))
 
 
 def _check_sha256_prefix(sha256_prefix: str) -> str:
@@ -324,16 +513,23 @@ def _fetch_first_verified(
     backoff: float,
     timeout: float,
     progress: bool,
+    limits: _Limits,
 ) -> list[tuple[str, str]]:
     """Fills ``final`` from the first source that works; returns the failures.
 
-    An empty list means success.
+    An empty list means success. Each failure is logged at INFO level only: the
+    :class:`DownloadError` that follows lists them all, so each is shown once.
     """
     partial = final.with_name(final.name + ".partial")
     failures: list[tuple[str, str]] = []
+    unreachable: dict[str, str] = {}  # host -> why
     for url in sources:
+        host = urlsplit(url).netloc
+        if host in unreachable or urlsplit(url).hostname in unreachable:
+            failures.append((url, f"not tried: {unreachable.get(host) or unreachable[urlsplit(url).hostname]}"))
+            continue
         try:
-            _fetch_verified_partial(
+            digest = _fetch_verified_partial(
                 client,
                 url,
                 partial,
@@ -342,13 +538,21 @@ def _fetch_first_verified(
                 backoff=backoff,
                 timeout=timeout,
                 progress=progress,
+                limits=limits,
             )
+        except _HostUnreachable as err:
+            logger.info("Download of %s failed: %s", url, err)
+            failures.append((url, str(err)))
+            name_failed = "resolve" in str(err)
+            unreachable[urlsplit(url).hostname if name_failed else host] = f"{host} is unreachable (above)"
+            continue
         except _SourceFailed as err:
-            logger.warning("Download of %s failed: %s", url, err)
+            logger.info("Download of %s failed: %s", url, err)
             failures.append((url, str(err)))
             continue
         os.replace(partial, final)  # Atomic: readers see no file or a whole one.
         _fsync_directory(final.parent)
+        record_digest(final, digest)
         return []
     return failures
 
@@ -363,19 +567,21 @@ def _fetch_verified_partial(
     backoff: float,
     timeout: float,
     progress: bool,
-) -> None:
-    """Makes ``partial`` a complete, verified copy of the file at ``url``.
+    limits: _Limits,
+) -> str:
+    """Makes ``partial`` a complete, verified copy of the file at ``url``; returns its sha256.
 
     Raises:
         _SourceFailed: With the reason, if this source cannot deliver it.
     """
     # Bytes present before we start may come from another source or a file
-    # that changed since; if they spoil the digest, one fresh start is fair.
-    may_restart_fresh = _size_of(partial) > 0
+    # that changed since, and a resumed (206) body may itself be corrupt; if
+    # the digest is wrong after resuming, one fresh start from byte zero is fair.
+    may_restart_fresh = True
     attempt = 0
     while True:
         try:
-            digest = _transfer(client, url, partial, timeout=timeout, progress=progress)
+            digest, resumed = _transfer(client, url, partial, timeout=timeout, progress=progress, limits=limits)
         except _TransientFailure as err:
             if attempt >= retries:
                 raise _SourceFailed(f"{err} (gave up after {attempt + 1} attempts)") from None
@@ -385,19 +591,22 @@ def _fetch_verified_partial(
             attempt += 1
             continue
         if digest.startswith(prefix):
-            return
+            return digest
         partial.unlink(missing_ok=True)  # Wrong bytes must not seed a later resume.
-        if may_restart_fresh:
+        if may_restart_fresh and resumed:
             logger.info("Digest mismatch after resuming %s; downloading it from the start", url)
             may_restart_fresh = False
             continue
         raise _SourceFailed(f"sha256 mismatch: expected prefix {prefix}, got {digest}")
 
 
-def _transfer(client: requests.Session, url: str, partial: Path, *, timeout: float, progress: bool) -> str:
-    """Completes ``partial`` from ``url`` in one request; returns its digest.
+def _transfer(
+    client: requests.Session, url: str, partial: Path, *, timeout: float, progress: bool, limits: _Limits
+) -> tuple[str, bool]:
+    """Completes ``partial`` from ``url`` in one request; returns its digest and whether it resumed (206).
 
     Raises:
+        _HostUnreachable: The host's name does not resolve or it refuses connections.
         _TransientFailure: If asking again may help; ``partial`` keeps what arrived.
         _SourceFailed: If this source cannot deliver the file.
     """
@@ -411,10 +620,15 @@ def _transfer(client: requests.Session, url: str, partial: Path, *, timeout: flo
         try:
             with client.get(url, headers=headers, stream=True, timeout=timeout) as response:
                 if not (offset and response.status_code == 416):
-                    return _receive(response, partial, offset, progress=progress)
+                    return _receive(response, partial, offset, progress=progress, limits=limits)
         except requests.exceptions.SSLError as err:
             # A certificate problem will not fix itself; retrying only wastes time.
             raise _SourceFailed(_describe(err)) from err
+        except requests.exceptions.ConnectionError as err:
+            reason = _unreachable_reason(err)
+            if reason is not None:  # asking again will not help; neither will other sources on this host
+                raise _HostUnreachable(f"{reason}; not retried ({_describe(err)})") from err
+            raise _TransientFailure(_describe(err)) from err
         except _TRANSIENT_ERRORS as err:
             raise _TransientFailure(_describe(err)) from err
         except requests.exceptions.RequestException as err:
@@ -425,8 +639,27 @@ def _transfer(client: requests.Session, url: str, partial: Path, *, timeout: flo
         partial.unlink(missing_ok=True)
 
 
-def _receive(response: requests.Response, partial: Path, offset: int, *, progress: bool) -> str:
-    """Appends the body of ``response`` to ``partial``; returns the digest of it all."""
+def _unreachable_reason(err: BaseException) -> str | None:
+    """Why a connection could not be made at all (name resolution, refused), or None."""
+    seen: set[int] = set()
+    pending: list[object] = [err]
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (socket.gaierror, _NAME_RESOLUTION_ERROR)):
+            return "the host name does not resolve"
+        if isinstance(current, ConnectionRefusedError):
+            return "the host refused the connection"
+        pending.extend([current.__cause__, current.__context__, getattr(current, "reason", None), *current.args])
+    return None
+
+
+def _receive(
+    response: requests.Response, partial: Path, offset: int, *, progress: bool, limits: _Limits
+) -> tuple[str, bool]:
+    """Appends the body of ``response`` to ``partial``; returns the digest of it all and whether it resumed."""
     status = response.status_code
     if status >= 500:
         raise _TransientFailure(f"HTTP {status} {response.reason}")
@@ -447,18 +680,28 @@ def _receive(response: requests.Response, partial: Path, offset: int, *, progres
             )
         length = _int_header(response, "Content-Length")
         expected = total if total is not None else (None if length is None else offset + length)
+    if expected is not None and expected > limits.max_bytes:
+        raise _SourceFailed(f"announces {expected} bytes, more than the {limits.max_bytes} allowed (max_bytes)")
+    limit = expected if expected is not None else limits.max_bytes
 
     hasher = hashlib.sha256()
     with open(partial, "r+b" if offset else "wb") as fh:
         if offset:
             # Hash the bytes we already have, leaving the position at their end.
             _hash_until_eof(hasher, fh, _HASH_CHUNK_SIZE)
-        received = _stream_body(response, fh, hasher, offset, expected, progress=progress)
+        try:
+            received = _stream_body(
+                response, fh, hasher, offset, expected, progress=progress, limits=limits, limit=limit
+            )
+        except _SourceFailed:
+            fh.close()
+            partial.unlink(missing_ok=True)  # bytes past a limit, or a trickle's: not worth resuming
+            raise
         if expected is None or received == expected:
             fh.flush()
             os.fsync(fh.fileno())  # The rename that follows must not expose a hole.
     _check_length(partial, received, expected)
-    return hasher.hexdigest()
+    return hasher.hexdigest(), status == 206
 
 
 def _stream_body(
@@ -469,9 +712,18 @@ def _stream_body(
     expected: int | None,
     *,
     progress: bool,
+    limits: _Limits,
+    limit: int,
 ) -> int:
+    """Writes and hashes the body; stops as soon as it passes ``limit`` bytes or trickles.
+
+    Raises:
+        _SourceFailed: The body is longer than ``limit`` (what was announced, else
+            ``max_bytes``), or slower than ``min_rate`` over ``min_rate_window`` seconds.
+    """
     # Hash while writing so every byte passes through memory once.
     received = offset
+    window_start, window_bytes = time.monotonic(), received
     with tqdm(
         total=expected,
         initial=offset,
@@ -483,10 +735,22 @@ def _stream_body(
         leave=False,
     ) as bar:
         for chunk in response.iter_content(chunk_size=_NET_CHUNK_SIZE):
+            if received + len(chunk) > limit:
+                what = "announced" if expected is not None else "allowed (max_bytes)"
+                raise _SourceFailed(f"sent more than the {limit} bytes {what}; transfer aborted")
             fh.write(chunk)
             hasher.update(chunk)
             received += len(chunk)
             bar.update(len(chunk))
+            elapsed = time.monotonic() - window_start
+            if elapsed >= limits.min_rate_window:
+                rate = (received - window_bytes) / elapsed
+                if rate < limits.min_rate:
+                    raise _SourceFailed(
+                        f"too slow: {rate / 1024:.1f} KiB/s over {elapsed:.0f} s, below the minimum of "
+                        f"{limits.min_rate / 1024:.1f} KiB/s; transfer abandoned"
+                    )
+                window_start, window_bytes = time.monotonic(), received
     return received
 
 
@@ -549,6 +813,15 @@ def _fsync_directory(directory: Path) -> None:
 
 def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
+
+
+def _offline_message(final: Path, prefix: str, sources: Sequence[str]) -> str:
+    return (
+        f"{final.name} is not in the cache ({final.parent}) and downloads are off ({_offline_switch()}). "
+        f"To import the weights by hand, download {sources[0] if sources else final.name} on a machine that "
+        f"is online and run `wszoo import-weights FILE` here (accepted if its sha256 starts with {prefix}); "
+        f"or unset {OFFLINE_ENV}/HF_HUB_OFFLINE and set {MIRROR_ENV} to a reachable mirror."
+    )
 
 
 def _failure_message(final: Path, prefix: str, failures: Sequence[tuple[str, str]]) -> str:

@@ -9,7 +9,8 @@ Downloads go through huggingface_hub's cache, so ``HF_HUB_OFFLINE``, ``HF_HUB_CA
 
 A Hub copy of a *published* checkpoint is trusted only as far as its metadata ties it to the
 original: :func:`verify_published` requires ``wszoo_model`` to name the entry, ``source_sha256`` to
-start with the hash OpenMMLab put in the original file name, and the current converter version.
+start with the hash OpenMMLab put in the original file name (to equal ``ZooEntry.sha256`` when the
+table pins the full digest), and the current converter version.
 """
 
 from __future__ import annotations
@@ -165,8 +166,8 @@ def verify_published(entry: ZooEntry, metadata: Mapping[str, str], *, what: str)
         "wszoo_model": (metadata.get("wszoo_model"), entry.name, lambda got, want: got == want),
         "source_sha256": (
             metadata.get("source_sha256"),
-            f"{entry.sha256_prefix}...",
-            lambda got, want: bool(got and entry.sha256_prefix and got.startswith(entry.sha256_prefix)),
+            entry.sha256 or f"{entry.sha256_prefix}...",
+            lambda got, want: bool(got and entry.expected_sha256 and got.startswith(entry.expected_sha256)),
         ),
         "wszoo_converter_version": (
             metadata.get("wszoo_converter_version"),

@@ -95,7 +95,7 @@ def _classes(entry: ZooEntry, metadata: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def _is_published(entry: ZooEntry, metadata: Mapping[str, str]) -> bool:
-    return bool(entry.sha256_prefix and metadata.get("source_sha256", "").startswith(entry.sha256_prefix))
+    return bool(entry.expected_sha256 and metadata.get("source_sha256", "").startswith(entry.expected_sha256))
 
 
 def _eval_results(entry: ZooEntry) -> list:

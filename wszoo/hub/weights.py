@@ -3,28 +3,57 @@
 ``"DEFAULT"`` (or ``pretrained=True``) means the entry's published checkpoint: downloaded
 through :mod:`wszoo.hub.download` (mirrors, sha256 verification, cache), converted once, and cached
 as safetensors next to it, keyed by the source hash and the converter version. Later loads read
-only that safetensors file. A local ``.pth`` (MMDetection or wszoo layout) or ``.safetensors``
+only that safetensors file, after two cheap checks: its recorded digest (``<file>.sha256``, see
+:func:`wszoo.hub.download.trusted_digest`: size and mtime unchanged, else it is re-hashed) and the
+``source_sha256`` in its metadata, which must be the digest of the verified source (the full
+pinned ``ZooEntry.sha256`` when the table knows it). A converted file that fails either is
+converted again from the verified source, never used. A local ``.pth`` (MMDetection or wszoo layout) or ``.safetensors``
 path works too, and so does ``"hf-hub:ORG/REPO[@REVISION]"`` (see :mod:`wszoo.hub.hf_load`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Optional, Union
 
-from filelock import FileLock
 from torch import Tensor
 
 from ..arch import DetectorArch
-from ..checkpoint_io import CheckpointError, load_torch_file, read_safetensors, state_dict_of
+from ..checkpoint_io import (
+    CheckpointError,
+    load_torch_file,
+    read_safetensors,
+    read_safetensors_metadata,
+    sha256_of_file,
+    state_dict_of,
+)
 from ..conversion.api import CONVERTER_VERSION, convert_file, convert_for, infer_arch
 from ..zoo import ZooEntry
-from .download import DownloadError, default_cache_dir, download
+from .download import (
+    DownloadError,
+    cache_lock,
+    default_cache_dir,
+    download,
+    is_offline,
+    read_digest_record,
+    record_digest,
+    trusted_digest,
+)
 from .hf_load import HubWeights, published_from_hub
 from .hf_load import load_state_dict as load_from_hub
 
-__all__ = ["WeightsArg", "resolve_weights", "load_state_dict", "converted_cache_path", "published_weights_file"]
+__all__ = [
+    "WeightsArg",
+    "resolve_weights",
+    "load_state_dict",
+    "converted_cache_path",
+    "converted_is_current",
+    "published_weights_file",
+]
+
+logger = logging.getLogger(__name__)
 
 WeightsArg = Union[None, str, os.PathLike, ZooEntry]
 
@@ -89,29 +118,82 @@ def load_state_dict(
 
 def published_weights_file(entry: ZooEntry, *, progress: bool = True, cache_dir: Optional[Path] = None) -> Path:
     """The converted safetensors of ``entry``'s published checkpoint: downloaded, verified and
-    converted on first use, then read from the cache."""
+    converted on first use, then read from the cache once it passes :func:`converted_is_current`."""
     converted = converted_cache_path(entry, cache_dir)
-    if converted.is_file():
+    if converted_is_current(entry, converted, cache_dir=cache_dir):
         return converted
     try:
         source = download(
             url=entry.model_url,
             file_name=entry.file_name,
-            sha256_prefix=entry.sha256_prefix,
+            sha256_prefix=entry.expected_sha256,
             cache_dir=cache_dir,
             legacy_mirrors=entry.mirrors,
             progress=progress,
+            max_bytes=entry.max_bytes,
         )
     except DownloadError:
-        if not entry.hf_repo:
+        if not entry.hf_repo or is_offline():
             raise
         # Last: the Hub copy's hash is only its metadata's claim.
         return published_from_hub(entry)
     converted.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(converted) + ".lock"):  # DDP ranks convert once
-        if not converted.is_file():
-            convert_file(source, converted, model=entry.name)
+    with cache_lock(str(converted) + ".lock"):  # DDP ranks convert once
+        if not converted_is_current(entry, converted, cache_dir=cache_dir):
+            source_sha256 = trusted_digest(source, expected=entry.expected_sha256) or sha256_of_file(source)
+            convert_file(source, converted, model=entry.name, source_sha256=source_sha256)
+            record_digest(converted, sha256_of_file(converted))
     return converted
+
+
+def converted_is_current(entry: ZooEntry, converted: Path, *, cache_dir: Optional[Path] = None) -> bool:
+    """Whether the cached conversion of ``entry`` may be used as is.
+
+    It must exist, still have its recorded digest (cheap while size and mtime are unchanged;
+    re-hashed otherwise; a file without a record is hashed and recorded on first use), and its
+    metadata must name the entry, this converter version and a ``source_sha256`` that is the
+    digest of the verified source: the pinned ``entry.sha256``, the digest recorded beside the
+    cached source, or at least the file name's prefix. A file that fails is removed (with its
+    record), so it is converted again.
+    """
+    if not converted.is_file():
+        return False
+    record = read_digest_record(converted)
+    if record is not None and trusted_digest(converted, expected=record["sha256"]) is None:
+        # Changed since its digest was recorded (and re-hashed): removed, so it is converted again.
+        logger.warning("%s changed since it was converted; converting again", converted)
+        return False
+    try:
+        metadata = read_safetensors_metadata(converted)
+    except CheckpointError:
+        _discard(converted)
+        return False
+    source_sha256 = metadata.get("source_sha256", "")
+    source_record = read_digest_record(Path(cache_dir or default_cache_dir()) / entry.file_name)
+    wanted = entry.expected_sha256 or ""
+    ok = (
+        metadata.get("wszoo_model") == entry.name
+        and metadata.get("wszoo_converter_version") == CONVERTER_VERSION
+        and len(source_sha256) == 64
+        and source_sha256.startswith(wanted)
+        and (source_record is None or source_record["sha256"] == source_sha256)
+    )
+    if not ok:
+        logger.warning(
+            "%s does not record the verified source of %s (source_sha256 %r); converting again",
+            converted,
+            entry.name,
+            source_sha256[:16],
+        )
+        _discard(converted)
+    elif record is None:  # trust on first use: a conversion cached before digests were recorded
+        record_digest(converted, sha256_of_file(converted))
+    return ok
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".sha256").unlink(missing_ok=True)
 
 
 def _is_native(entry: ZooEntry, state_dict: dict) -> bool:
