@@ -17,6 +17,9 @@ safetensors and read once first so the file is in the page cache) this script ti
 them in; the honest cost of the check is therefore the difference ``(load + check) - load``.
 It prints that difference over ``load`` (goal: < 0.05), and the check alone over ``load`` and
 over ``get_model``. Medians over interleaved repetitions; on a shared machine the spread is large.
+The cached published weights (``weights="DEFAULT"``) skip the repeated check: they were checked
+when converted and their digest record vouches for the bytes since, so this cost applies to
+``.pth``/``.safetensors`` files given by path, to conversion and to trained weights.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from http_server import Server, serve  # noqa: E402
 
 import wszoo  # noqa: E402
 from wszoo.arch import ResNetArch  # noqa: E402
-from wszoo.checkpoint_io import read_safetensors, save_safetensors, sha256_of_file  # noqa: E402
+from wszoo.checkpoint_io import NonFiniteWeightsError, read_safetensors, save_safetensors, sha256_of_file  # noqa: E402
 from wszoo.hub import weights  # noqa: E402
 from wszoo.hub.download import DownloadError, record_digest  # noqa: E402
 from wszoo.zoo import ZooEntry  # noqa: E402
@@ -266,3 +266,15 @@ def test_offline_default_weights_fail_at_once_unless_cached(fake: ZooEntry, serv
     wszoo.get_model(NAME, weights="DEFAULT", progress=False)
     monkeypatch.setenv("WSZOO_OFFLINE", "1")
     assert_loaded(wszoo.get_model(NAME, weights="DEFAULT", progress=False), native_names(source))
+
+
+def test_non_finite_weights_in_the_converted_cache_are_refused(fake: ZooEntry, served, cache: Path):
+    wszoo.get_model(NAME, weights="DEFAULT", progress=False)
+    converted = weights.converted_cache_path(fake)
+    assert json.loads(converted.with_name(converted.name + ".sha256").read_text())["finite"] is True
+    state, meta = read_safetensors(converted)
+    state["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    save_safetensors(state, converted, metadata=meta)
+    record_digest(converted, sha256_of_file(converted))  # a consistent record, without the checked mark
+    with pytest.raises(NonFiniteWeightsError, match=r"'layer2\.0\.conv1\.weight' has 1 of"):
+        wszoo.get_model(NAME, weights="DEFAULT", progress=False)

@@ -264,11 +264,15 @@ def _record_path(path: Path) -> Path:
     return path.with_name(path.name + DIGEST_SUFFIX)
 
 
-def record_digest(path: str | os.PathLike[str], sha256: str) -> None:
-    """Records ``path``'s full sha256, size and mtime in ``<path>.sha256`` (JSON, written atomically)."""
+def record_digest(path: str | os.PathLike[str], sha256: str, **facts: object) -> None:
+    """Records ``path``'s full sha256, size and mtime in ``<path>.sha256`` (JSON, written atomically).
+
+    ``facts`` are stored too (e.g. ``finite=True`` for weights checked when they were written);
+    they hold as long as the record does.
+    """
     path = Path(path)
     stat = path.stat()
-    record = {"sha256": sha256.lower(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "file": path.name}
+    record = {**facts, "sha256": sha256.lower(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "file": path.name}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:

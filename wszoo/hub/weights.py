@@ -110,7 +110,11 @@ def load_state_dict(
         cache_dir: Download cache (default: ``WSZOO_CACHE`` or torch.hub's checkpoints).
     """
     if isinstance(weights, ZooEntry):
-        return read_safetensors(published_weights_file(weights, progress=progress, cache_dir=cache_dir))[0]
+        path = published_weights_file(weights, progress=progress, cache_dir=cache_dir)
+        # Converted from a source whose every tensor was checked, and unchanged since (its record
+        # was just re-checked): the finite check is not repeated on this hot path.
+        record = read_digest_record(path)
+        return read_safetensors(path, check=not (record and record.get("finite") is True))[0]
     if not isinstance(weights, Path):  # a HubWeights, from "hf-hub:ORG/REPO[@REVISION]"
         return load_from_hub(entry, weights)
     return _local(entry, weights, num_classes=num_classes)
@@ -141,8 +145,8 @@ def published_weights_file(entry: ZooEntry, *, progress: bool = True, cache_dir:
     with cache_lock(str(converted) + ".lock"):  # DDP ranks convert once
         if not converted_is_current(entry, converted, cache_dir=cache_dir):
             source_sha256 = trusted_digest(source, expected=entry.expected_sha256) or sha256_of_file(source)
-            convert_file(source, converted, model=entry.name, source_sha256=source_sha256)
-            record_digest(converted, sha256_of_file(converted))
+            convert_file(source, converted, model=entry.name, source_sha256=source_sha256)  # checks finiteness
+            record_digest(converted, sha256_of_file(converted), finite=True)
     return converted
 
 
