@@ -362,3 +362,11 @@ def test_card_of_other_weights_claims_no_published_metrics(
     state, metadata = read_safetensors(folder / "model.safetensors")
     assert metadata["wszoo_model"] == NAME and metadata["source_file"] == "finetuned.safetensors"
     assert all(torch.equal(state[k], v) for k, v in source_model.state_dict().items())
+
+
+def test_wszoo_offline_keeps_hub_weights_to_the_cache(pushed: FakeHub, fresh_hf_cache: Path, monkeypatch):
+    monkeypatch.setenv("WSZOO_OFFLINE", "1")
+    before = len(pushed.requests)
+    with pytest.raises(hf_load.HubWeightsError, match="WSZOO_OFFLINE is set and it is not in huggingface_hub's cache"):
+        wszoo.get_model(NAME, weights=f"hf-hub:{REPO}", **FAST)
+    assert len(pushed.requests) == before

@@ -5,7 +5,8 @@ with the metadata :func:`wszoo.conversion.api.convert_file` writes (``wszoo_mode
 ``source_sha256``, ``wszoo_converter_version``, ``classes``), a ``config.json`` and a model card.
 
 Downloads go through huggingface_hub's cache, so ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` and
-``HF_ENDPOINT`` work as for any Hub model. huggingface_hub is imported only when used.
+``HF_ENDPOINT`` work as for any Hub model; ``WSZOO_OFFLINE=1`` also keeps it to its cache.
+huggingface_hub is imported only when used.
 
 A Hub copy of a *published* checkpoint is trusted only as far as its metadata ties it to the
 original: :func:`verify_published` requires ``wszoo_model`` to name the entry, ``source_sha256`` to
@@ -26,6 +27,7 @@ from ..checkpoint_io import read_safetensors, read_safetensors_metadata
 from ..conversion.api import CONVERTER_VERSION
 from ..registry import UnknownModelError, get_entry
 from ..zoo import ZooEntry
+from .download import OFFLINE_ENV, is_offline
 
 __all__ = [
     "HUB_PREFIX",
@@ -102,12 +104,15 @@ def download(weights: HubWeights, filename: str = WEIGHTS_FILE, *, cache_dir: Op
                 cache_dir=cache_dir,
                 library_name="wszoo",
                 library_version=__version__,
+                local_files_only=is_offline(),  # WSZOO_OFFLINE=1 switches the Hub off too
             )
         )
     except LocalEntryNotFoundError:  # before the Hub's errors: it is a FileNotFoundError, not an HTTP error
         hint = (
             "HF_HUB_OFFLINE is set and it is not in huggingface_hub's cache; download it once online"
             if constants.HF_HUB_OFFLINE
+            else f"{OFFLINE_ENV} is set and it is not in huggingface_hub's cache; download it once online"
+            if is_offline()
             else "the Hub cannot be reached and it is not in huggingface_hub's cache"
         )
         raise HubWeightsError(f"{weights}: cannot get {filename}: {hint}") from None
