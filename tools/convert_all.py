@@ -43,11 +43,12 @@ def main(argv=None) -> int:
             source = download(
                 url=entry.model_url,
                 file_name=entry.file_name,
-                sha256_prefix=entry.sha256_prefix,
+                sha256_prefix=entry.expected_sha256,
+                max_bytes=entry.max_bytes,
                 legacy_mirrors=entry.mirrors,
             )
         digest = sha256_of_file(source)
-        if not digest.startswith(entry.sha256_prefix):
+        if not digest.startswith(entry.expected_sha256):
             print(f"FAIL {name}: {source} has sha256 {digest[:16]}..., expected {entry.sha256_prefix}...")
             failures += 1
             continue
