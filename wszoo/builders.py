@@ -90,8 +90,25 @@ def _build(
     return _backbone(entry, resolved, progress=progress, num_classes=num_classes)
 
 
-def _detector(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optional[int], **kwargs: Any) -> nn.Module:
+def _check_options(kwargs: dict[str, Any]) -> None:
+    """Refuses build options out of range before anything is built, naming the range."""
+    scale = kwargs.get("image_scale")
+    if scale is not None and (
+        len(tuple(scale)) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in scale)
+    ):
+        raise ValueError(f"image_scale must be two integers >= 1 (long side, short side), got {scale!r}")
+    for name in ("score_thresh", "nms_thresh"):
+        value = kwargs.get(name)
+        if value is not None and not 0.0 <= value <= 1.0:  # also refuses NaN
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    for name in ("detections_per_img", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "box_batch_size_per_image"):
+        value = kwargs.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
+
+def _detector(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optional[int], **kwargs: Any) -> nn.Module:
+    _check_options(kwargs)
     if isinstance(resolved, ZooEntry) and num_classes not in (None, entry.num_classes):
         raise ValueError(
             f"{entry.name}'s published weights have {entry.num_classes} classes (with background), "

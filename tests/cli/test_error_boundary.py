@@ -11,6 +11,7 @@ import pytest
 from hostile_files import hostile_checkpoint
 from synthetic_coco import make_dataset
 
+import wszoo
 from wszoo import cli
 from wszoo.checkpoint_io import UnsafeCheckpointError
 from wszoo.cli import main
@@ -196,3 +197,18 @@ def test_cli_module_runs_as_a_script_with_the_boundary(tmp_path):
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().startswith("wszoo convert: error: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(image_scale=(0, 0)), r"image_scale must be two integers >= 1"),
+        (dict(image_scale=(1333,)), r"image_scale must be two integers >= 1"),
+        (dict(score_thresh=1.5), r"score_thresh must be in \[0, 1\]"),
+        (dict(nms_thresh=float("nan")), r"nms_thresh must be in \[0, 1\]"),
+        (dict(detections_per_img=0), r"detections_per_img must be an integer >= 1"),
+    ],
+)
+def test_builders_refuse_out_of_range_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        wszoo.get_model(DETECTOR, **options)
