@@ -35,6 +35,7 @@ __all__ = [
     "read_safetensors",
     "read_safetensors_metadata",
     "sha256_of_file",
+    "write_file_atomic",
 ]
 
 # Large reads keep hashing CPU-bound rather than syscall-bound; hashlib releases
@@ -153,6 +154,23 @@ def state_dict_of(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, An
         state_dict[key[len("module.") :] if key.startswith("module.") else key] = value
     check_finite(state_dict, what=str(path))
     return state_dict, meta
+
+
+def write_file_atomic(path: os.PathLike | str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` atomically: a temporary file beside it, then a rename.
+
+    Readers (and a run interrupted half-way) see the old file or the whole new one, never a part.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make outputs private to their writer
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save_safetensors(state_dict: Mapping[str, Tensor], path: os.PathLike | str, *, metadata: Mapping[str, Any]) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..arch import DetectorArch, ResNetArch
-from ..checkpoint_io import CheckpointError, read_checkpoint, save_safetensors, sha256_of_file
+from ..checkpoint_io import CheckpointError, read_checkpoint, save_safetensors, sha256_of_file, write_file_atomic
 from ..modeling.detector import build_detector, build_resnet
 from ..registry import get_entry
 from ..zoo import ZooEntry
@@ -91,5 +91,6 @@ def convert_file(
     }
     save_safetensors(converted, destination, metadata=metadata)
     if report is not None:
-        Path(report).write_text(json.dumps({"model": entry.name, **mapping.to_json_dict()}, indent=1) + "\n")
+        text = json.dumps({"model": entry.name, **mapping.to_json_dict()}, indent=1) + "\n"
+        write_file_atomic(report, text.encode())
     return entry, mapping

@@ -275,6 +275,7 @@ def record_digest(path: str | os.PathLike[str], sha256: str, **facts: object) ->
     record = {**facts, "sha256": sha256.lower(), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "file": path.name}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)
         with os.fdopen(fd, "w") as fh:
             json.dump(record, fh, sort_keys=True)
             fh.write("\n")

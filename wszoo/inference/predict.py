@@ -19,10 +19,11 @@ from typing import Iterable, Sequence, Union
 
 import torch
 from torch import Tensor, nn
-from torchvision.io import write_png
+from torchvision.io import encode_png
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tqdm.auto import tqdm
 
+from ..checkpoint_io import write_file_atomic
 from ..image_io import ImageError, decode_image_file
 from ..modeling.transforms import binary_masks
 from ..settings import DEFAULT_SETTINGS
@@ -221,11 +222,11 @@ def predict(
                 for path, detections in zip(batch, outputs):
                     detections = _keep(detections, score_threshold)
                     png, record = out / f"{stems[path]}.png", out / f"{stems[path]}.json"
-                    write_png(draw_detections(images[path], detections, classes=classes), str(png))
+                    drawn = draw_detections(images[path], detections, classes=classes)
+                    write_file_atomic(png, encode_png(drawn).numpy().tobytes())  # whole files or none
                     size = tuple(images[path].shape[-2:])
-                    record.write_text(
-                        json.dumps(detections_record(detections, classes=classes, image=path, size=size)) + "\n"
-                    )
+                    found = detections_record(detections, classes=classes, image=path, size=size)
+                    write_file_atomic(record, (json.dumps(found) + "\n").encode())
                     report.written.append((path, png, record))
                     bar.update(1)
     order = {path: index for index, path in enumerate(paths)}
