@@ -208,7 +208,8 @@ class MMDetRoIHeads(RoIHeads):
             negatives), its label (0 = background) and its regression target.
         """
         self.check_targets(targets)
-        assert targets is not None
+        if targets is None:
+            raise ValueError("targets should not be None")
         dtype = proposals[0].dtype
         gt_boxes = [t["boxes"].to(dtype) for t in targets]
         gt_labels = [t["labels"].to(torch.int64) for t in targets]

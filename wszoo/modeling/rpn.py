@@ -13,7 +13,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from .box_ops import DeltaXYWHCoder, batched_nms, clip_boxes
 from .losses import average
 
-__all__ = ["MMDetRPN", "rpn_coder"]
+__all__ = ["MMDetRPN", "VALID_ANCHORS", "rpn_coder"]
 
 
 # Key under which :meth:`MMDetRPN.forward` hands each image's anchor validity to
@@ -30,8 +30,10 @@ class MMDetRPN(RegionProposalNetwork):
     ``sort``; clip to the image; drop boxes whose width or height is not > 0; NMS per level on
     level-offset boxes; keep the best ``post_nms_top_n``.
 
-    Training targets reproduce ``AnchorHead.get_targets`` with ``allowed_border=-1``
-    (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/dense_heads/anchor_head.py#L195-L306):
+    Training targets reproduce ``AnchorHead.get_anchors`` and ``_get_targets_single`` with
+    ``allowed_border=-1``
+    (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/dense_heads/anchor_head.py#L186-L199,
+    https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/dense_heads/anchor_head.py#L240-L306):
     only the anchors inside an image's own padded extent (``pad_shape``, see
     :meth:`~wszoo.modeling.anchors.MMDetAnchorGenerator.valid_flags`) are assigned and
     sampled; anchors in the padding that another, larger image of the batch adds are ignored
