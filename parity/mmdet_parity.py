@@ -2,8 +2,9 @@
 
 MMDetection is *not* a dependency of wszoo. This script needs a separate environment with
 ``mmdet==3.3.0``, ``mmengine==0.10.7`` and either full ``mmcv==2.1.0`` (compiled ops) or
-``mmcv-lite==2.1.0``; with mmcv-lite the two compiled ops these detectors use at inference
-(``nms`` and ``roi_align_forward``) are supplied by a stand-in ``mmcv._ext`` that calls
+``mmcv-lite==2.1.0``; with mmcv-lite the compiled ops these detectors use (``nms``,
+``roi_align_forward`` and, for the training comparison of ``mmdet_train_parity.py``,
+``roi_align_backward``) are supplied by a stand-in ``mmcv._ext`` that calls
 ``torchvision.ops`` (see :func:`install_mmcv_ext_shim`), plus ``scikit-image`` for the test
 photographs. Set up, e.g.::
 
@@ -115,8 +116,45 @@ def _shim_roi_align_forward(
     output.copy_(pooled)
 
 
+def _shim_roi_align_backward(
+    grad_output,
+    rois,
+    argmax_y,
+    argmax_x,
+    grad_input,
+    *,
+    aligned_height,
+    aligned_width,
+    spatial_scale,
+    sampling_ratio,
+    pool_mode,
+    aligned,
+):
+    """mmcv ``ext_module.roi_align_backward`` (training parity): autograd of the torchvision op.
+
+    RoIAlign is linear in its input, so the gradient is that of ``torchvision.ops.roi_align``
+    at any input; it is written into ``grad_input``.
+    """
+    import torchvision
+
+    if int(pool_mode) != 1:
+        raise NotImplementedError("the mmcv._ext stand-in supports roi_align with pool_mode='avg' only")
+    with torch.enable_grad():
+        probe = torch.zeros_like(grad_input, requires_grad=True)
+        pooled = torchvision.ops.roi_align(
+            probe,
+            rois,
+            (int(aligned_height), int(aligned_width)),
+            spatial_scale=float(spatial_scale),
+            sampling_ratio=int(sampling_ratio),
+            aligned=bool(aligned),
+        )
+        (grad,) = torch.autograd.grad(pooled, probe, grad_output)
+    grad_input.copy_(grad)
+
+
 class _ExtShim(types.ModuleType):
-    """Stand-in for mmcv's compiled ``_ext``: nms and roi_align_forward; the rest raise."""
+    """Stand-in for mmcv's compiled ``_ext``: nms and roi_align (forward, backward); the rest raise."""
 
     def __getattr__(self, name: str):
         if name.startswith("__"):
@@ -150,6 +188,7 @@ def install_mmcv_ext_shim() -> bool:
     shim.__spec__ = importlib.machinery.ModuleSpec("mmcv._ext", None)
     shim.nms = _shim_nms
     shim.roi_align_forward = _shim_roi_align_forward
+    shim.roi_align_backward = _shim_roi_align_backward
     sys.modules["mmcv._ext"] = shim
     return True
 

@@ -9,6 +9,11 @@ Each case builds MMDetection's detector from the mmdet package's own config, giv
 random weights that yield many detections, converts them with wszoo, and compares
 ``mmdet.apis.inference_detector`` with the wszoo model: same count, same labels, scores and
 boxes within 1e-4, binary masks identical up to a handful of pixels.
+
+The training cases (``test_training_matches_mmdetection``, parity/mmdet_train_parity.py) feed
+both a batch of two differently sized photographs with every candidate sampled and compare
+each loss term (within 1e-4 relative) and the gradient of every trainable parameter (within
+1e-3 relative norm difference).
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ def _parity():
     return mmdet_parity
 
 
+def _train_parity():
+    _parity()
+    import mmdet_train_parity
+
+    return mmdet_train_parity
+
+
 @functools.lru_cache(maxsize=1)
 def _models(variant: str):
     parity = _parity()
@@ -72,3 +84,21 @@ def test_matches_mmdetection(variant, image, record_property):
         assert final.mask_pixels_diff <= MASK_PIXEL_TOL, (
             f"{final.mask_pixels_diff} mask pixels differ (of {final.mask_pixels_total} foreground pixels)"
         )
+
+
+@pytest.mark.parametrize("variant", ["faster_r50_1x", "mask_r50_2x"])
+def test_training_matches_mmdetection(variant, record_property):
+    _parity().setup()
+    train = _train_parity()
+    report = train.compare_training(variant, seed=0)
+    train.print_report(report)
+    record_property("max_loss_diff", report.max_loss_diff)
+    record_property("max_grad_diff", report.max_grad_diff)
+    shared = report.counts["shared best anchors (image, anchor, gt, later gt)"]
+    assert shared, "the batch no longer has an anchor that is the best match of two objects"
+    sizes = report.counts["image sizes"]
+    assert len(set(sizes)) == 2, "the batch needs two differently sized images"
+    for name, mm, ws, rel in report.losses:
+        assert rel <= train.LOSS_TOL, f"{name}: mmdet {mm}, wszoo {ws} ({rel:.2e} relative)"
+    for name, norm, rel in report.grads:
+        assert rel <= train.GRAD_TOL, f"gradient of {name}: {rel:.2e} relative (|g| {norm:.3e})"

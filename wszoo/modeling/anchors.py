@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -53,6 +54,35 @@ class MMDetAnchorGenerator(nn.Module):
         xx, yy = xx.reshape(-1), yy.reshape(-1)
         shifts = torch.stack([xx, yy, xx, yy], dim=-1)
         return (self.base_anchors(stride, dtype, device)[None, :, :] + shifts[:, None, :]).view(-1, 4)
+
+    def valid_flags(
+        self, feature_sizes: Sequence[tuple[int, int]], pad_shape: tuple[int, int], device: torch.device
+    ) -> Tensor:
+        """Which anchors of a batch canvas belong to an image whose padded extent is ``pad_shape``.
+
+        Reproduces ``AnchorGenerator.valid_flags``
+        (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/task_modules/prior_generators/anchor_generator.py#L415-L476):
+        at a level of stride ``s`` and size (H, W), location (y, x) is valid iff
+        ``y < min(ceil(pad_h / s), H)`` and ``x < min(ceil(pad_w / s), W)``, and all anchors of
+        a valid location are valid. With ``allowed_border=-1`` nothing else is excluded (no
+        image-border test). Order as :meth:`grid_anchors`, levels concatenated.
+
+        Args:
+            feature_sizes: (H, W) of every level's feature map (the batch canvas).
+            pad_shape: The image's resized size rounded up to the batch's size divisor
+                (MMDetection's ``pad_shape``), not the batch canvas.
+            device: Where to put the flags.
+        """
+        if len(feature_sizes) != len(self.strides):
+            raise ValueError(f"expected {len(self.strides)} feature sizes, got {len(feature_sizes)}")
+        flags = []
+        for (height, width), stride, count in zip(feature_sizes, self.strides, self.num_anchors_per_location()):
+            valid_h = min(int(math.ceil(pad_shape[0] / stride)), height)
+            valid_w = min(int(math.ceil(pad_shape[1] / stride)), width)
+            valid = torch.zeros((height, width), dtype=torch.bool, device=device)
+            valid[:valid_h, :valid_w] = True
+            flags.append(valid.reshape(-1, 1).expand(-1, count).reshape(-1))
+        return torch.cat(flags)
 
     def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[Tensor]:
         if len(feature_maps) != len(self.strides):

@@ -237,6 +237,8 @@ def build_detector(
         nms_thresh=DEFAULT_SETTINGS.rpn_nms_thresh,
     )
     rpn.box_coder = rpn_coder()
+    # train_cfg.rpn.assigner of both configs: pos 0.7, neg 0.3, min_pos_iou 0.3, low-quality on
+    # (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/configs/_base_/models/faster-rcnn_r50_fpn.py#L64-L71).
     rpn.proposal_matcher = MaxIoUMatcher(0.7, 0.3, min_pos_iou=0.3)
     roi_heads = MMDetRoIHeads(
         MMDetRoIAlign(7),
@@ -252,6 +254,11 @@ def build_detector(
         detections_per_img=detections_per_img,
     )
     roi_heads.box_coder = rcnn_coder()
+    # train_cfg.rcnn.assigner: 0.5 / 0.5 / min_pos_iou 0.5; low-quality matching is off in Faster
+    # R-CNN's config and on in Mask R-CNN's
+    # (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/configs/_base_/models/faster-rcnn_r50_fpn.py#L86-L93,
+    # https://github.com/open-mmlab/mmdetection/blob/v3.3.0/configs/_base_/models/mask-rcnn_r50_fpn.py#L100-L107).
+    roi_heads.proposal_matcher = MaxIoUMatcher(0.5, 0.5, min_pos_iou=0.5, match_low_quality=arch.with_mask)
     if arch.with_mask:
         roi_heads.mask_roi_pool = MMDetRoIAlign(14)
         roi_heads.mask_head = ConvMaskHead(256, conv_layer=conv)

@@ -1,7 +1,8 @@
 """The training losses of the GN+WS configs where they differ from torchvision's.
 
-MMDetection v2's configs use ``L1Loss`` on the deltas in both heads where torchvision uses
-smooth L1 with beta 1/9, and build mask targets with aligned RoIAlign.
+MMDetection's configs use ``L1Loss`` on the deltas in both heads where torchvision uses
+smooth L1 with beta 1/9, average sums by an ``avg_factor`` (plus float32 eps) rather than a
+mean, and build mask targets with aligned RoIAlign from binarised, batch-padded masks.
 """
 
 from __future__ import annotations
@@ -11,12 +12,40 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import roi_align
 
-__all__ = ["l1_box_loss", "mask_loss"]
+__all__ = ["average", "mask_loss", "mask_targets"]
+
+_EPS = torch.finfo(torch.float32).eps
 
 
-def l1_box_loss(pred: Tensor, target: Tensor, num_sampled: int) -> Tensor:
-    """MMDetection v2's ``L1Loss`` of these configs: summed over positives, averaged over samples."""
-    return F.l1_loss(pred, target, reduction="sum") / max(num_sampled, 1)
+def average(total: Tensor, avg_factor: float) -> Tensor:
+    """A summed loss divided by ``avg_factor + eps``, as ``weight_reduce_loss`` divides it
+    (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/losses/utils.py#L57-L61)."""
+    return total / (avg_factor + _EPS)
+
+
+def mask_targets(proposals: list[Tensor], gt_masks: list[Tensor], matched_idxs: list[Tensor], size: int) -> Tensor:
+    """Binary (N, size, size) targets of the positive RoIs, as MMDetection's ``mask_target``.
+
+    Each RoI crops its ground truth's mask with ``roi_align(aligned=True, sampling_ratio=0)``,
+    then ``>= 0.5``
+    (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/structures/mask/mask_target.py#L67-L127,
+    https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/structures/mask/structures.py#L366-L400).
+    ``gt_masks`` are expected padded to the batch canvas, as
+    :class:`~wszoo.modeling.transforms.DetectionTransform` pads them in training: samples within
+    half a pixel past an image's right or bottom edge then blend with zeros, as MMDetection's
+    do, instead of repeating the edge pixel.
+
+    Args:
+        proposals: Per image, the positive RoIs (K, 4).
+        gt_masks: Per image, the ground-truth masks (G, H, W).
+        matched_idxs: Per image, each RoI's ground-truth index (K,).
+        size: Output side (28).
+    """
+    crops = [
+        roi_align(m[:, None].to(p.dtype), torch.cat([i[:, None].to(p), p], dim=1), (size, size), 1.0, 0, True)[:, 0]
+        for m, p, i in zip(gt_masks, proposals, matched_idxs)
+    ]
+    return torch.cat(crops) >= 0.5
 
 
 def mask_loss(
@@ -26,26 +55,14 @@ def mask_loss(
     gt_labels: list[Tensor],
     matched_idxs: list[Tensor],
 ) -> Tensor:
-    """MMDetection's mask loss: BCE of the label's channel against binarised mask targets.
+    """MMDetection's mask loss: BCE of the label's channel against :func:`mask_targets`.
 
-    Targets are ``mask_target``'s: the matched ground-truth mask cropped to each positive RoI by
-    ``roi_align(aligned=True, sampling_ratio=0)`` at the logits' size, then ``>= 0.5``
-    (https://github.com/open-mmlab/mmdetection/blob/v2.28.2/mmdet/core/mask/structures.py#L340-L370);
+    The mean over all positives' pixels (``mask_cross_entropy``,
+    https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/losses/cross_entropy_loss.py#L149-L198);
     torchvision's ``maskrcnn_loss`` uses unaligned RoIAlign and soft targets instead.
     """
-    size = mask_logits.shape[-1]
     labels = torch.cat([lab[i] for lab, i in zip(gt_labels, matched_idxs)])
-    targets = (
-        torch.cat(
-            [
-                roi_align(m[:, None].to(p.dtype), torch.cat([i[:, None].to(p), p], dim=1), (size, size), 1.0, 0, True)[
-                    :, 0
-                ]
-                for m, p, i in zip(gt_masks, proposals, matched_idxs)
-            ]
-        )
-        >= 0.5
-    )
+    targets = mask_targets(proposals, gt_masks, matched_idxs, mask_logits.shape[-1])
     if targets.numel() == 0:
         return mask_logits.sum() * 0
     logits = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]

@@ -1,13 +1,15 @@
 """RoI pooling and the R-CNN heads of the GN+WS detectors, as seams in torchvision's ``RoIHeads``.
 
-torchvision's ``RoIHeads`` is kept for training (matching, sampling). What differs from
-MMDetection is replaced:
+torchvision's ``RoIHeads`` is kept for training (matcher, sampler, box coder). What differs
+from MMDetection is replaced:
 
 * RoI pooling: ``aligned=True``, adaptive sampling, MMDetection's level mapping
   (:class:`MMDetRoIAlign`);
 * R-CNN post-processing, mask pasting and the mapping back to the input image
   (:meth:`MMDetRoIHeads.predict`);
-* in training, the box and mask losses (:mod:`wszoo.modeling.losses`).
+* in training, where the ground truths join the candidates
+  (:meth:`MMDetRoIHeads.select_training_samples`) and the box and mask losses
+  (:mod:`wszoo.modeling.losses`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torchvision.ops import roi_align
 from ..settings import DEFAULT_SETTINGS
 from .box_ops import DeltaXYWHCoder, batched_nms
 from .layers import ConvLayer, ConvNormAct, NormLayer, WSConv2d, group_norm
-from .losses import l1_box_loss, mask_loss
+from .losses import average, mask_loss
 from .transforms import ImageMeta, paste_masks
 
 __all__ = ["MMDetRoIAlign", "ConvFCBoxHead", "ConvMaskHead", "MMDetRoIHeads", "rcnn_coder"]
@@ -128,7 +130,7 @@ class ConvMaskHead(nn.Sequential):
 
 
 class MMDetRoIHeads(RoIHeads):
-    """torchvision's ``RoIHeads`` (training unchanged) with MMDetection's test-time path.
+    """torchvision's ``RoIHeads`` with MMDetection's training samples, losses and test-time path.
 
     In eval mode :meth:`predict` reproduces ``bbox_head.predict_by_feat`` with
     ``multiclass_nms`` and ``FCNMaskHead.predict_by_feat``
@@ -154,8 +156,11 @@ class MMDetRoIHeads(RoIHeads):
         image_shapes: list[tuple[int, int]],
         targets: Optional[list[dict[str, Tensor]]] = None,
     ) -> tuple[list, dict[str, Tensor]]:
-        """Training losses (torchvision's sampling and targets, MMDetection's L1 box loss).
+        """Training losses, as ``BBoxHead.loss`` and ``FCNMaskHead.loss_and_target`` compute them.
 
+        Cross-entropy and the L1 loss on the label's deltas are sums over all sampled RoIs of
+        the batch divided by their number
+        (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/roi_heads/bbox_heads/bbox_head.py#L375-L419).
         Inference goes through :meth:`predict`.
         """
         if not self.training:
@@ -167,9 +172,12 @@ class MMDetRoIHeads(RoIHeads):
         labels_, targets_ = torch.cat(labels), torch.cat(regression_targets)
         pos = torch.where(labels_ > 0)[0]
         box_regression = box_regression.reshape(box_regression.shape[0], -1, 4)
+        num_sampled = labels_.numel()
         losses = {
-            "loss_classifier": F.cross_entropy(class_logits, labels_),
-            "loss_box_reg": l1_box_loss(box_regression[pos, labels_[pos]], targets_[pos], labels_.numel()),
+            "loss_classifier": average(F.cross_entropy(class_logits, labels_, reduction="sum"), max(num_sampled, 1)),
+            "loss_box_reg": average(
+                F.l1_loss(box_regression[pos, labels_[pos]], targets_[pos], reduction="sum"), num_sampled
+            ),
         }
         if self.has_mask():
             positives = [torch.where(image_labels > 0)[0] for image_labels in labels]
@@ -184,6 +192,57 @@ class MMDetRoIHeads(RoIHeads):
                 [m[i] for m, i in zip(matched_idxs, positives)],
             )
         return [], losses
+
+    def select_training_samples(
+        self, proposals: list[Tensor], targets: Optional[list[dict[str, Tensor]]]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """Assigns the proposals, puts the ground truths in front, samples; as MMDetection.
+
+        ``StandardRoIHead.loss`` assigns the RPN proposals only; the sampler then prepends every
+        ground-truth box, assigned to itself with its own label (``add_gt_``), and draws
+        positives and negatives from the lot
+        (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/roi_heads/standard_roi_head.py#L117-L130,
+        https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/task_modules/samplers/base_sampler.py#L99-L108,
+        https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/task_modules/assigners/assign_result.py#L185-L198).
+        torchvision appends the ground truths and matches them by overlap, which gives two
+        identical boxes of different classes one label. Sampling is torchvision's random
+        ``fg_bg_sampler`` (``batch_size_per_image`` RoIs, at most ``positive_fraction`` of them
+        positive), as ``RandomSampler`` draws.
+
+        Returns:
+            Per image: the sampled RoIs, the index of each one's ground truth (0 for
+            negatives), its label (0 = background) and its regression target.
+        """
+        self.check_targets(targets)
+        if targets is None:
+            raise ValueError("targets should not be None")
+        dtype = proposals[0].dtype
+        gt_boxes = [t["boxes"].to(dtype) for t in targets]
+        gt_labels = [t["labels"].to(torch.int64) for t in targets]
+        boxes, matched_idxs, labels, matched_gt_boxes = [], [], [], []
+        for image_proposals, image_gt_boxes, image_gt_labels in zip(proposals, gt_boxes, gt_labels):
+            if image_proposals.shape[0] > 0:
+                (image_matched,), (image_labels,) = self.assign_targets_to_proposals(
+                    [image_proposals], [image_gt_boxes], [image_gt_labels]
+                )
+            else:
+                image_matched = image_gt_labels.new_zeros((0,))
+                image_labels = image_gt_labels.new_zeros((0,))
+            self_idxs = torch.arange(image_gt_boxes.shape[0], device=image_matched.device)
+            boxes.append(torch.cat([image_gt_boxes, image_proposals]))
+            matched_idxs.append(torch.cat([self_idxs, image_matched]))
+            labels.append(torch.cat([image_gt_labels, image_labels]))
+        sampled_inds = self.subsample(labels)
+        for index, image_sampled in enumerate(sampled_inds):
+            boxes[index] = boxes[index][image_sampled]
+            labels[index] = labels[index][image_sampled]
+            matched_idxs[index] = matched_idxs[index][image_sampled]
+            image_gt_boxes = gt_boxes[index]
+            if image_gt_boxes.numel() == 0:
+                image_gt_boxes = image_gt_boxes.new_zeros((1, 4))
+            matched_gt_boxes.append(image_gt_boxes[matched_idxs[index]])
+        regression_targets = self.box_coder.encode(matched_gt_boxes, boxes)
+        return boxes, matched_idxs, labels, regression_targets
 
     def predict(
         self, features: dict[str, Tensor], proposals: list[Tensor], metas: list[ImageMeta]

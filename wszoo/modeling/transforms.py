@@ -28,6 +28,7 @@ from ..settings import DEFAULT_SETTINGS
 
 __all__ = [
     "ImageMeta",
+    "PaddedImageList",
     "DetectionTransform",
     "rescale_size",
     "resize_image",
@@ -54,6 +55,22 @@ class ImageMeta(NamedTuple):
     ori_shape: tuple[int, int]
     img_shape: tuple[int, int]
     scale_factor: tuple[float, float]
+
+
+class PaddedImageList(ImageList):
+    """torchvision's ``ImageList`` plus each image's own padded extent.
+
+    ``pad_shapes[i]`` is image i's resized size rounded up to the size divisor (MMDetection's
+    ``pad_shape``); the batch canvas ``tensors.shape[-2:]`` (``batch_input_shape``) is the
+    largest of them. The RPN counts only the anchors inside an image's own ``pad_shape``.
+    """
+
+    def __init__(self, tensors: Tensor, image_sizes: list[tuple[int, int]], pad_shapes: list[tuple[int, int]]) -> None:
+        super().__init__(tensors, image_sizes)
+        self.pad_shapes = pad_shapes
+
+    def to(self, device: torch.device) -> PaddedImageList:
+        return PaddedImageList(self.tensors.to(device), self.image_sizes, self.pad_shapes)
 
 
 def to_uint8(image: Tensor) -> Tensor:
@@ -117,8 +134,11 @@ def resize_image(image: Tensor, size: tuple[int, int], *, backend: str) -> Tenso
 class DetectionTransform(nn.Module):
     """Resize, normalise and batch images as MMDetection does for these configs.
 
-    Returns an ``ImageList`` (``image_sizes`` are the resized, unpadded sizes, as in
-    torchvision) and one :class:`ImageMeta` per image for mapping results back.
+    Returns a :class:`PaddedImageList` (``image_sizes`` are the resized, unpadded sizes, as in
+    torchvision; ``pad_shapes`` those sizes rounded up to ``size_divisor``) and one
+    :class:`ImageMeta` per image for mapping results back. Training targets come back in the
+    resized image, their masks zero-padded to the batch canvas as MMDetection's data
+    preprocessor pads them (``pad_mask=True``).
 
     Args:
         scale: Keep-ratio target (long side, short side).
@@ -157,7 +177,7 @@ class DetectionTransform(nn.Module):
 
     def forward(
         self, images: Sequence[Tensor], targets: Optional[list[dict[str, Tensor]]] = None
-    ) -> tuple[ImageList, Optional[list[dict[str, Tensor]]], list[ImageMeta]]:
+    ) -> tuple[PaddedImageList, Optional[list[dict[str, Tensor]]], list[ImageMeta]]:
         normalised, metas = [], []
         targets = [dict(t) for t in targets] if targets is not None else None
         for index, image in enumerate(images):
@@ -170,7 +190,16 @@ class DetectionTransform(nn.Module):
             if targets is not None:
                 targets[index] = _resize_target(targets[index], meta)
         batch = self._pad(normalised)
-        return ImageList(batch, [m.img_shape for m in metas]), targets, metas
+        if targets is not None:
+            targets = [_pad_masks(t, tuple(batch.shape[-2:])) for t in targets]
+        pad_shapes = [self._padded_size(m.img_shape) for m in metas]
+        return PaddedImageList(batch, [m.img_shape for m in metas], pad_shapes), targets, metas
+
+    def _padded_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        # DetDataPreprocessor._get_pad_shape: each image's own size rounded up to the divisor
+        # (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/data_preprocessors/data_preprocessor.py#L151-L165).
+        divisor = self.size_divisor
+        return (int(math.ceil(size[0] / divisor) * divisor), int(math.ceil(size[1] / divisor) * divisor))
 
     def _pad(self, images: list[Tensor]) -> Tensor:
         divisor = self.size_divisor
@@ -199,6 +228,23 @@ def binary_masks(masks: Tensor, threshold: float = DEFAULT_SETTINGS.mask_thresh)
     if masks.dtype == torch.bool:
         return masks
     return (masks[:, 0] if masks.dim() == 4 else masks) >= threshold
+
+
+def _pad_masks(target: dict[str, Tensor], canvas: tuple[int, int]) -> dict[str, Tensor]:
+    """Zero-pads ``masks`` at the bottom and right to the batch canvas.
+
+    MMDetection's ``pad_gt_masks`` pads every image's masks to ``batch_input_shape`` in training
+    (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/data_preprocessors/data_preprocessor.py#L185-L193),
+    so mask targets sampled within half a pixel of the image's right and bottom edges blend with
+    the zeros beyond instead of repeating the edge pixel.
+    """
+    if "masks" not in target:
+        return target
+    masks = target["masks"]
+    extra_h, extra_w = canvas[0] - masks.shape[-2], canvas[1] - masks.shape[-1]
+    if extra_h or extra_w:
+        target["masks"] = F.pad(masks, (0, extra_w, 0, extra_h))
+    return target
 
 
 def paste_masks(
