@@ -5,6 +5,9 @@ through :mod:`wszoo.hub.download` (mirrors, sha256 verification, cache), convert
 as safetensors next to it, keyed by the source hash and the converter version. Later loads read
 only that safetensors file. A local ``.pth`` (MMDetection or wszoo layout) or ``.safetensors``
 path works too, and so does ``"hf-hub:ORG/REPO[@REVISION]"`` (see :mod:`wszoo.hub.hf_load`).
+
+Weights written by ``wszoo train`` record their model spec (:mod:`wszoo.model_spec`);
+:func:`trained_weights` finds it, downloading a Hub repository's file first.
 """
 
 from __future__ import annotations
@@ -19,12 +22,21 @@ from torch import Tensor
 from ..arch import DetectorArch
 from ..checkpoint_io import CheckpointError, load_torch_file, read_safetensors, state_dict_of
 from ..conversion.api import CONVERTER_VERSION, convert_file, convert_for, infer_arch
+from ..model_spec import read_spec
 from ..zoo import ZooEntry
 from .download import DownloadError, default_cache_dir, download
-from .hf_load import HubWeights, published_from_hub
+from .hf_load import HubWeights, fetch, published_from_hub
 from .hf_load import load_state_dict as load_from_hub
 
-__all__ = ["WeightsArg", "resolve_weights", "load_state_dict", "converted_cache_path", "published_weights_file"]
+__all__ = [
+    "WeightsArg",
+    "resolve_weights",
+    "weights_file",
+    "trained_weights",
+    "load_state_dict",
+    "converted_cache_path",
+    "published_weights_file",
+]
 
 WeightsArg = Union[None, str, os.PathLike, ZooEntry]
 
@@ -55,6 +67,27 @@ def resolve_weights(entry: ZooEntry, weights: WeightsArg, *, pretrained: bool = 
             "pass weights='DEFAULT' for the published weights or the path of a .pth/.safetensors file"
         )
     raise TypeError(f"weights must be None, 'DEFAULT', a ZooEntry or a file path, got {type(weights).__name__}")
+
+
+def weights_file(entry: ZooEntry, resolved) -> Optional[Path]:
+    """The local file behind resolved weights: a file as given, or a Hub repository's weights file
+    downloaded into huggingface_hub's cache (its architecture checked); None for the published
+    weights and for none."""
+    if isinstance(resolved, Path):
+        return resolved
+    if isinstance(resolved, HubWeights):
+        return fetch(entry, resolved)
+    return None
+
+
+def trained_weights(entry: ZooEntry, weights: WeightsArg) -> tuple[WeightsArg, Optional[dict]]:
+    """``(weights, spec)``: the model spec that ``weights`` record if ``wszoo train`` wrote them
+    (else None), and what to pass as ``weights=`` to build them (a Hub repository becomes its
+    downloaded file, so it is fetched once)."""
+    file = weights_file(entry, resolve_weights(entry, weights))
+    if file is None:
+        return weights, None
+    return file, read_spec(file)
 
 
 def converted_cache_path(entry: ZooEntry, cache_dir: Optional[Path] = None) -> Path:
