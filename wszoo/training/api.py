@@ -20,7 +20,7 @@ from ..registry import get_entry
 from . import distributed as dist_utils
 from .checkpoints import load_trained
 from .data import CocoDataset
-from .engine import TrainConfig, TrainResult, train
+from .engine import TrainConfig, TrainResult, seed_everything, train
 from .evaluate import evaluate
 from .finetune import ClassRowsError, build_finetune_model
 
@@ -93,7 +93,10 @@ def run_train(
         backbone: Or from this zoo backbone's ImageNet weights (with ``weights=None``).
         classes: Train on these category names only (default: all of the dataset's).
         build_kwargs: Options of :func:`wszoo.modeling.detector.build_detector`.
-        **config: Fields of :class:`wszoo.training.engine.TrainConfig`.
+        **config: Fields of :class:`wszoo.training.engine.TrainConfig` (validated before anything runs).
+
+    The same arguments (``seed`` included) give the same weights: the seed is set before the
+    model is built.
     """
 
     config_ = TrainConfig(output_dir=output_dir, **config)
@@ -103,6 +106,7 @@ def run_train(
     val = None
     if val_images and val_ann:
         val = CocoDataset(val_images, val_ann, classes=dataset.classes)
+    seed_everything(config_.seed)  # before the model's random initialisation: the same seed, the same run
     net, spec = build_training_model(
         model,
         dataset_classes=dataset.classes,
