@@ -46,6 +46,14 @@ def test_another_architecture_or_class_count_is_a_clear_error(trained):
         wszoo.get_model(MODEL, weights=path, num_classes=81)
 
 
+def test_fine_tuning_trained_weights_as_another_architecture_is_refused(trained):
+    from wszoo.training.api import build_training_model
+
+    path, _ = trained
+    with pytest.raises(SpecMismatchError, match="do not fit mask_rcnn_r18_fpn_gn_ws"):
+        build_training_model("mask_rcnn_r18_fpn_gn_ws", dataset_classes=["a"], weights=str(path), progress=False)
+
+
 @pytest.mark.slow
 def test_eval_takes_trained_weights_with_or_without_the_model_name(trained, tmp_path):
     path, _ = trained

@@ -14,7 +14,7 @@ import torch
 
 from ..builders import get_model
 from ..hub.weights import trained_weights
-from ..model_spec import make_spec, read_spec
+from ..model_spec import check_spec, make_spec, read_spec
 from ..modeling.detector import build_detector
 from ..registry import get_entry
 from . import distributed as dist_utils
@@ -47,6 +47,10 @@ def build_training_model(
     build_kwargs = dict(build_kwargs or {})
     num_classes = len(dataset_classes) + 1
     with dist_utils.main_first():  # one download / conversion per machine
+        if weights is not None:  # weights written by `wszoo train`: of this architecture only
+            weights, source_spec = trained_weights(entry, weights)
+            if source_spec is not None:
+                check_spec(entry, source_spec, what=str(weights))
         if weights is None and backbone is None:
             net = build_detector(arch=entry.arch, num_classes=num_classes, **build_kwargs)
         else:
