@@ -158,9 +158,12 @@ def run_eval(
         if model is None:
             spec = read_spec(weights) if weights not in (None, "DEFAULT") and Path(weights).is_file() else None
             if spec is None:
+                given = (
+                    "no weights file was given" if weights in (None, "DEFAULT") else f"{weights} records no model spec"
+                )
                 raise ValueError(
                     "give a zoo model name (--model, with --weights) or weights written by `wszoo train` "
-                    f"(--checkpoint or --weights); {weights!r} records no model spec"
+                    f"(--checkpoint or --weights); {given}"
                 )
             model = spec["name"]
         with dist_utils.main_first():  # one download per machine
