@@ -65,3 +65,18 @@ def test_eval_takes_trained_weights_with_or_without_the_model_name(trained, tmp_
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
     with pytest.raises(SpecMismatchError, match="do not fit mask_rcnn_r18_fpn_gn_ws"):
         run_eval(model="mask_rcnn_r18_fpn_gn_ws", checkpoint=str(path), **common)
+
+
+def test_predict_runs_trained_weights_at_their_scale_unless_told_otherwise(trained, monkeypatch, tmp_path):
+    from wszoo.cli import main
+    from wszoo.cli import predict as predict_cli
+    from wszoo.inference.predict import PredictReport
+
+    seen = []
+    monkeypatch.setattr(predict_cli, "predict", lambda model, *a, **kw: seen.append((model, kw)) or PredictReport())
+    path, _ = trained
+    assert main(["predict", MODEL, str(tmp_path), "--weights", str(path), "--quiet"]) == 0
+    assert main(["predict", MODEL, str(tmp_path), "--weights", str(path), "--image-scale", "96", "72", "--quiet"]) == 0
+    (model, kw), (overridden, _) = seen
+    assert model.transform.scale == (80, 64) and overridden.transform.scale == (96, 72)  # not 1333x800
+    assert kw["classes"] == ("square", "disk", "triangle") and model.rpn._post_nms_top_n["testing"] == 20
