@@ -119,9 +119,12 @@ def test_one_settings_object_drives_builder_transform_and_hub_config():
 
 def test_cli_defaults_come_from_the_settings():
     from wszoo.cli import build_parser
+    from wszoo.model_spec import spec_settings
 
     args = build_parser().parse_args(["predict", "faster_rcnn_r18_fpn_gn_ws", "x.jpg"])
-    assert tuple(args.image_scale) == DEFAULT_SETTINGS.image_scale
+    assert args.image_scale is None  # not given: the scale trained weights record, else the settings'
+    assert spec_settings(None) is DEFAULT_SETTINGS
+    assert spec_settings({"build_kwargs": {"image_scale": [80, 64]}}).image_scale == (80, 64)
 
 
 def test_one_list_of_class_specific_tensors():

@@ -11,7 +11,7 @@ Subpackages, data flowing one way (each imports only those above it):
   :mod:`wszoo.registry`, :mod:`wszoo.settings`;
 * :mod:`wszoo.modeling`: layers, backbone, anchors, RPN, RoI heads, box ops, transforms, detector;
 * :mod:`wszoo.checkpoint_io` and :mod:`wszoo.conversion`: safe checkpoint files; MMDetection keys
-  to ours;
+  to ours; :mod:`wszoo.model_spec`: what weights written by training record about themselves;
 * :mod:`wszoo.hub`: what ``weights=`` means, verified downloads, the Hugging Face Hub;
 * :mod:`wszoo.builders`: one builder per zoo entry;
 * :mod:`wszoo.training` and :mod:`wszoo.inference`: loops over built models;

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .arch import DetectorArch
-from .hub.weights import WeightsArg, load_state_dict, resolve_weights
+from .hub.weights import WeightsArg, load_state_dict, resolve_weights, weights_file
+from .model_spec import check_spec, read_spec, spec_build_kwargs
 from .modeling.detector import build_detector, build_resnet
 from .registry import get_entry
 from .zoo import ZooEntry
@@ -72,8 +73,12 @@ def _build(
 
     Args:
         name: Zoo name or alias.
-        weights: None (random init), ``"DEFAULT"`` (published weights), a zoo entry, or the
-            path of a ``.pth`` (MMDetection or wszoo layout) or ``.safetensors`` file.
+        weights: None (random init), ``"DEFAULT"`` (published weights), a zoo entry, the path of
+            a ``.pth`` (MMDetection or wszoo layout) or ``.safetensors`` file, or
+            ``"hf-hub:ORG/REPO[@REVISION]"``. Weights written by ``wszoo train`` bring their
+            class count and build options (image scale, test settings; see
+            :mod:`wszoo.model_spec`): ``num_classes`` may be left out, options given here win,
+            and ``name`` must have their architecture.
         pretrained: Same as ``weights="DEFAULT"`` (torch.hub habit).
         progress: Show a download progress bar.
         num_classes: Classes including background (detectors; default 81 for COCO), or the
@@ -108,6 +113,13 @@ def _check_options(kwargs: dict[str, Any]) -> None:
 
 
 def _detector(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optional[int], **kwargs: Any) -> nn.Module:
+    file = weights_file(entry, resolved)  # a Hub repository is downloaded once, here
+    spec = read_spec(file) if file is not None else None
+    if spec is not None:  # written by `wszoo train`: its classes and build options, unless given
+        check_spec(entry, spec, what=str(file), num_classes=num_classes)
+        num_classes, kwargs = spec["num_classes"], {**spec_build_kwargs(spec), **kwargs}
+    if file is not None:
+        resolved = file
     _check_options(kwargs)
     if isinstance(resolved, ZooEntry) and num_classes not in (None, entry.num_classes):
         raise ValueError(

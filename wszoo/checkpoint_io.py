@@ -13,7 +13,7 @@ import math
 import mmap
 import os
 import pickle
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping, Optional
 
@@ -162,10 +162,9 @@ def write_file_atomic(path: os.PathLike | str, data: bytes) -> None:
     Readers (and a run interrupted half-way) see the old file or the whole new one, never a part.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    tmp = _new_temp_file(path)  # 0666 minus the umask, as every file wszoo writes
     try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make outputs private to their writer
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     except BaseException:
@@ -177,21 +176,40 @@ def save_safetensors(state_dict: Mapping[str, Tensor], path: os.PathLike | str, 
     """Writes ``state_dict`` as safetensors, atomically (temporary file, then rename).
 
     Non-string metadata values are stored as JSON. The output is a pure function of the input:
-    the same tensors and metadata give the same bytes.
+    the same tensors and metadata give the same bytes. The file's mode is 0666 minus the umask
+    (0644 usually), as ``torch.save`` makes it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text_meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata.items()}
     tensors = {k: v.detach().contiguous() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
+    tmp = _new_temp_file(path)
     try:
+        mode = os.stat(tmp).st_mode & 0o777  # 0666 minus the umask
         save_file(tensors, tmp, metadata=text_meta)
+        os.chmod(tmp, mode)  # safetensors writes through a file of its own, 0600
         _canonicalise_header(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _new_temp_file(path: Path) -> str:
+    """Creates an empty, uniquely named file beside ``path`` and returns its name.
+
+    Unlike ``tempfile.mkstemp`` (always 0600) it is created 0666 minus the umask, as ``open()``
+    and ``torch.save`` create files, so its mode is the one the result should have: readable
+    by others (0644 under the usual umask 022), as every other file in a cache or output folder.
+    """
+    for _ in range(100):
+        name = str(path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp"))
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
 def _canonicalise_header(path: Path) -> None:

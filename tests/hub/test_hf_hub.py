@@ -370,3 +370,29 @@ def test_wszoo_offline_keeps_hub_weights_to_the_cache(pushed: FakeHub, fresh_hf_
     with pytest.raises(hf_load.HubWeightsError, match="WSZOO_OFFLINE is set and it is not in huggingface_hub's cache"):
         wszoo.get_model(NAME, weights=f"hf-hub:{REPO}", **FAST)
     assert len(pushed.requests) == before
+
+
+def test_trained_weights_pushed_and_loaded_back_keep_their_spec(tmp_path: Path, fresh_hf_cache: Path):
+    """`wszoo push-to-hub --weights final.safetensors`, then hf-hub: loads build it as it was trained."""
+    from wszoo.cli import main
+    from wszoo.model_spec import SPEC_KEY, make_spec
+    from wszoo.training.checkpoints import save_weights
+
+    torch.manual_seed(0)
+    trained = wszoo.get_model("mask_rcnn_r18_fpn_gn_ws", num_classes=3, **FAST)
+    spec = make_spec("mask_rcnn_r18_fpn_gn_ws", num_classes=3, classes=["cat", "hat"], build_kwargs=FAST)
+    local = save_weights(trained, tmp_path / "final.safetensors", spec=spec)
+    with FakeHub() as server, pytest.MonkeyPatch.context() as mp:
+        point_huggingface_hub_at(mp, server.url, fresh_hf_cache)
+        assert main(["push-to-hub", "mask_rcnn_r18_fpn_gn_ws", "--repo-id", "me/trained", "--weights", str(local)]) == 0
+        files = server.files("me/trained")
+        config = json.loads(files["config.json"])
+        assert config["classes"] == ["cat", "hat"] and config["preprocessing"]["resize"]["scale"] == [128, 96]
+        assert config["test_settings"]["score_thresh"] == 0.0 and config["build_kwargs"]["detections_per_img"] == 3
+        card = huggingface_hub.ModelCard(files["README.md"].decode())
+        assert not card.data.datasets and "cat, hat" in card.text
+        model = wszoo.get_model("mask_rcnn_r18_fpn_gn_ws", weights="hf-hub:me/trained")
+    assert model.transform.scale == (128, 96) and model.roi_heads.detections_per_img == 3
+    assert_same_weights(model, trained)
+    (tmp_path / "pushed.safetensors").write_bytes(files["model.safetensors"])
+    assert json.loads(read_safetensors(tmp_path / "pushed.safetensors")[1][SPEC_KEY])["classes"] == ["cat", "hat"]

@@ -34,7 +34,7 @@ def _config(out, **kwargs):
         batch_size=2,
         lr=0.02,
         warmup_iters=5,
-        steps=(100,),
+        steps=(),
         num_workers=0,
         log_every=1,
         progress=False,

@@ -68,6 +68,7 @@ def test_two_process_train_and_eval(tmp_path):
         "--box-batch-size-per-image",
         "16",
         "--no-progress",
+        "--json",
         *small,
     ]
     env = {

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 from ..builders import get_model
-from ..checkpoint_io import read_safetensors_metadata
 from ..hub.hf_publish import push_to_hub
+from ..hub.weights import trained_weights
 from ..inference.predict import predict
+from ..model_spec import spec_settings
 from ..registry import get_entry
 from ..settings import DEFAULT_SETTINGS
-from ..training.checkpoints import SPEC_KEY, load_trained
 from .arguments import positive_int, probability
 
 __all__ = ["register"]
@@ -32,17 +30,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
     weights = None if args.weights.lower() == "none" else args.weights
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    # Below the configs' threshold the model must keep low scores too; above it, they are filtered.
-    build = dict(
-        image_scale=tuple(args.image_scale), score_thresh=min(args.score_threshold, DEFAULT_SETTINGS.score_thresh)
-    )
-    spec = _trained_spec(weights)
-    if spec is not None:  # weights written by `wszoo train`: their own classes and build options
-        model, spec = load_trained(weights, **build)
-        classes = tuple(spec.get("classes") or ())
-    else:
-        model = get_model(entry.name, weights=weights, progress=not args.quiet, **build)
-        classes = entry.classes
+    # Weights written by `wszoo train` bring their classes, image scale and test settings.
+    weights, spec = trained_weights(entry, weights) if weights is not None else (None, None)
+    settings = spec_settings(spec)
+    # Below the model's threshold the model must keep low scores too; above it, they are filtered.
+    build: dict = dict(score_thresh=min(args.score_threshold, settings.score_thresh))
+    if args.image_scale is not None:  # given explicitly: wins over the weights' own
+        build["image_scale"] = tuple(args.image_scale)
+    model = get_model(entry.name, weights=weights, progress=not args.quiet, **build)
+    classes = tuple(spec.get("classes") or ()) if spec is not None else entry.classes
     report = predict(
         model,
         args.images,
@@ -60,15 +56,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         + (f"; {len(report.failed)} file(s) skipped" if report.failed else "")
     )
     return 1 if report.failed else 0
-
-
-def _trained_spec(weights) -> dict | None:
-    """The model spec a ``wszoo train`` weights file (``.safetensors``) records, if it is one."""
-    if weights is None or not str(weights).endswith(".safetensors") or not os.path.isfile(weights):
-        return None
-
-    spec = read_safetensors_metadata(weights).get(SPEC_KEY)
-    return json.loads(spec) if spec else None
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -97,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights",
         default="DEFAULT",
-        help="'DEFAULT' (published), a .pth/.safetensors file, hf-hub:ORG/REPO[@REV], or 'none'",
+        help="'DEFAULT' (published), a .pth/.safetensors file, hf-hub:ORG/REPO[@REV], or 'none'; weights "
+        "written by `wszoo train` bring their classes, image scale and test settings",
     )
     p.add_argument(
         "--score-threshold", type=probability, default=0.3, help="keep detections scoring above this, in [0, 1]"
@@ -111,9 +99,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--image-scale",
         type=positive_int,
         nargs=2,
-        default=DEFAULT_SETTINGS.image_scale,
         metavar=("LONG", "SHORT"),
-        help="keep-ratio test scale (default: the configs' {} {})".format(*DEFAULT_SETTINGS.image_scale),
+        help="keep-ratio test scale (default: the one trained weights record, else the configs' {} {})".format(
+            *DEFAULT_SETTINGS.image_scale
+        ),
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_predict)
@@ -121,7 +110,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("push-to-hub", help="upload a model, its config and model card to the Hugging Face Hub")
     p.add_argument("name", help="zoo name or alias")
     p.add_argument("--repo-id", required=True, help="ORG/REPO on the Hub (created if missing)")
-    p.add_argument("--weights", help="a local .pth/.safetensors to publish instead of the published checkpoint")
+    p.add_argument(
+        "--weights",
+        help="a local .pth/.safetensors to publish instead of the published checkpoint; weights written by "
+        "`wszoo train` publish their classes, image scale and test settings",
+    )
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.add_argument("--token", help="Hub token (default: huggingface_hub's login)")
     p.add_argument("--revision", help="branch to commit to")

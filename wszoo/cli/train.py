@@ -1,4 +1,8 @@
-"""``wszoo train`` and ``wszoo eval``: argparse over :mod:`wszoo.training.api`."""
+"""``wszoo train`` and ``wszoo eval``: argparse over :mod:`wszoo.training.api`.
+
+Numeric options are checked by argparse (an error giving the valid range, before anything
+runs); both commands print the COCO metrics as a table, or as JSON with ``--json``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,42 @@ from typing import Optional
 from ..training import distributed as dist_utils
 from ..training.api import run_eval, run_train
 from ..training.engine import SCHEDULES
+from ..training.evaluate import format_metrics
 from .arguments import image_scale, non_negative_int, positive_int, probability
 
 __all__ = ["register"]
+
+
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _int_at_least(0)(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**32-1, got {value}")
+    return value
 
 
 def _weights(text: str) -> Optional[str]:
@@ -29,13 +66,18 @@ def _build_kwargs(args) -> dict:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-scale", type=image_scale, help="keep-ratio resize LONGxSHORT (default 1333x800)")
+    p.add_argument(
+        "--image-scale",
+        type=image_scale,
+        help="keep-ratio resize LONGxSHORT (default: the one trained weights record, else 1333x800)",
+    )
     p.add_argument("--score-thresh", type=probability, help="R-CNN score threshold in [0, 1] (default 0.05)")
     p.add_argument("--rpn-post-nms-top-n-test", type=positive_int, help="proposals at test time (default 1000)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader workers per process, >= 0")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (GPU)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object instead of a table")
 
 
 def _cmd_train(args) -> int:
@@ -55,6 +97,7 @@ def _cmd_train(args) -> int:
         checkpoint_every_iters=args.checkpoint_every,
         max_iters=args.max_iters,
         eval_every=args.eval_every,
+        keep_checkpoints=args.keep_checkpoints,
         resume=args.resume if args.resume not in (None, "auto") else args.resume == "auto",
         progress=not args.no_progress,
     )
@@ -76,18 +119,24 @@ def _cmd_train(args) -> int:
     )
 
     if dist_utils.is_main():
-        print(
-            json.dumps(
-                {
-                    "global_iter": result.global_iter,
-                    "epoch": result.epoch,
-                    "finished": result.finished,
-                    "checkpoint": str(result.checkpoint),
-                    "weights": str(result.weights),
-                    "metrics": result.metrics,
-                }
-            )
-        )
+        summary = {
+            "global_iter": result.global_iter,
+            "epoch": result.epoch,
+            "finished": result.finished,
+            "checkpoint": str(result.checkpoint),
+            "weights": str(result.weights),
+            "metrics": result.metrics,
+        }
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            if result.metrics:
+                print(f"COCO metrics after epoch {result.epoch} ({args.val_ann}):")
+                print(format_metrics(result.metrics))
+            state = "finished" if result.finished else "stopped (resume with --resume)"
+            print(f"{state} after {result.global_iter} iterations, {result.epoch} epoch(s)")
+            print(f"weights: {result.weights}  (wszoo predict/eval/push-to-hub --weights read their spec)")
+            print(f"checkpoint: {result.checkpoint}")
     return 0
 
 
@@ -108,7 +157,12 @@ def _cmd_eval(args) -> int:
     )
 
     if dist_utils.is_main():
-        print(json.dumps(metrics))
+        if args.json:
+            print(json.dumps(metrics))
+        else:
+            print(format_metrics(metrics))
+            if args.results:
+                print(f"detections (COCO results JSON): {args.results}")
     return 0
 
 
@@ -130,34 +184,48 @@ def register(subparsers) -> None:
     p.add_argument("--classes", nargs="+", help="train on these category names only (keeps their pretrained rows)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--schedule", choices=sorted(SCHEDULES), default="1x")
-    p.add_argument("--epochs", type=int, help="override the schedule's epochs")
-    p.add_argument("--steps", type=int, nargs="+", help="override the lr-step epochs")
-    p.add_argument("--batch-size", type=int, default=2, help="images per process (default 2)")
-    p.add_argument("--lr", type=float, help="default: 0.02 x total batch / 16")
-    p.add_argument("--warmup-iters", type=int, default=500)
-    p.add_argument("--grad-clip", type=float, help="max gradient norm (default: none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N iterations")
-    p.add_argument("--max-iters", type=int, help="stop after N iterations (resumable)")
-    p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (0: at the end)")
+    p.add_argument("--epochs", type=_int_at_least(1), help="override the schedule's epochs")
+    p.add_argument("--steps", type=_int_at_least(1), nargs="+", help="override the lr-step epochs (each in 1..epochs)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=2, help="images per process (default 2)")
+    p.add_argument("--lr", type=_positive_float, help="default: 0.02 x total batch / 16")
+    p.add_argument("--warmup-iters", type=_int_at_least(0), default=500)
+    p.add_argument("--grad-clip", type=_positive_float, help="max gradient norm (default: none)")
+    p.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the initialisation, data order and sampling (default 0)"
+    )
+    p.add_argument("--log-every", type=_int_at_least(1), default=20)
+    p.add_argument("--checkpoint-every", type=_int_at_least(1), help="also checkpoint every N iterations")
+    p.add_argument("--max-iters", type=_int_at_least(1), help="stop after N iterations (resumable)")
+    p.add_argument("--eval-every", type=_int_at_least(0), default=1, help="evaluate every N epochs (0: at the end)")
+    p.add_argument(
+        "--keep-checkpoints",
+        type=_int_at_least(1),
+        metavar="N",
+        help="keep only the N newest epoch_<n>.safetensors (MMDetection's max_keep_ckpts; default: all)",
+    )
     p.add_argument(
         "--resume",
         nargs="?",
         const="auto",
         help="resume from OUTPUT_DIR/last.pth (no value) or from the given checkpoint",
     )
-    p.add_argument("--box-batch-size-per-image", type=int, help="RoIs sampled per image (default 512)")
+    p.add_argument("--box-batch-size-per-image", type=_int_at_least(1), help="RoIs sampled per image (default 512)")
     _add_model_options(p)
     p.set_defaults(func=_cmd_train)
 
     p = subparsers.add_parser("eval", help="COCO box/mask AP on a COCO-format dataset (torchrun for multi-GPU)")
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--ann", required=True, help="instances JSON")
-    p.add_argument("--model", help="zoo model name (with --weights)")
-    p.add_argument("--weights", type=_weights, default="DEFAULT", help="DEFAULT (published) or a file")
+    p.add_argument("--model", help="zoo model name (optional with weights written by `wszoo train`)")
+    p.add_argument(
+        "--weights",
+        type=_weights,
+        default="DEFAULT",
+        help="DEFAULT (published), a file or hf-hub:ORG/REPO; weights written by `wszoo train` bring their "
+        "architecture, classes, image scale and test settings",
+    )
     p.add_argument("--checkpoint", help="weights written by `wszoo train` (.safetensors or last.pth)")
-    p.add_argument("--results", help="write the COCO results JSON here")
+    p.add_argument("--results", help="write the COCO results JSON (the detections) here")
     p.add_argument("--batch-size", type=positive_int, default=1, help="images per forward pass, >= 1")
     _add_model_options(p)
     p.set_defaults(func=_cmd_eval)

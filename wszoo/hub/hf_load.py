@@ -36,6 +36,7 @@ __all__ = [
     "HubWeightsError",
     "is_hub_spec",
     "download",
+    "fetch",
     "load_state_dict",
     "published_from_hub",
     "verify_published",
@@ -134,16 +135,20 @@ def _metadata(path: Path) -> dict[str, str]:
     return read_safetensors_metadata(path)
 
 
-def load_state_dict(entry: ZooEntry, weights: HubWeights, *, cache_dir: Optional[Path] = None) -> dict[str, Tensor]:
-    """The native state dict of Hub ``weights`` for ``entry``, after checking its metadata fits.
+def fetch(entry: ZooEntry, weights: HubWeights, *, cache_dir: Optional[Path] = None) -> Path:
+    """The weights file of Hub ``weights`` in huggingface_hub's cache, after checking its metadata fits.
 
-    The file's ``wszoo_model`` (when recorded) must have ``entry``'s architecture; the strict
-    ``load_state_dict`` of the caller checks every key and shape.
+    The file's ``wszoo_model`` (when recorded) must have ``entry``'s architecture.
     """
     path = download(weights, cache_dir=cache_dir)
-    state_dict, metadata = read_safetensors(path)
-    _check_architecture(entry, metadata, what=str(weights))
-    return state_dict
+    _check_architecture(entry, _metadata(path), what=str(weights))
+    return path
+
+
+def load_state_dict(entry: ZooEntry, weights: HubWeights, *, cache_dir: Optional[Path] = None) -> dict[str, Tensor]:
+    """The native state dict of Hub ``weights`` for ``entry``, after checking its metadata fits
+    (:func:`fetch`); the strict ``load_state_dict`` of the caller checks every key and shape."""
+    return read_safetensors(fetch(entry, weights, cache_dir=cache_dir))[0]
 
 
 def _check_architecture(entry: ZooEntry, metadata: Mapping[str, str], *, what: str) -> None:

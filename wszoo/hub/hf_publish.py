@@ -5,7 +5,8 @@ A wszoo repository on the Hub holds three files:
 * ``model.safetensors``: the converted weights, with the metadata :func:`wszoo.conversion.api.convert_file`
   writes (``wszoo_model``, ``source_sha256``, ``wszoo_converter_version``, ``classes``);
 * ``config.json``: builder name, architecture, classes, preprocessing and test settings
-  (:data:`wszoo.settings.DEFAULT_SETTINGS`);
+  (:data:`wszoo.settings.DEFAULT_SETTINGS`, or those weights written by ``wszoo train`` record in
+  their model spec, :mod:`wszoo.model_spec`, which ``model.safetensors`` then carries too);
 * ``README.md``: a model card generated from the zoo table (published AP as model-index results,
   source URLs and hashes, the Weight Standardization citation, the license).
 
@@ -28,6 +29,7 @@ from .._version import __version__
 from ..arch import DetectorArch
 from ..checkpoint_io import save_safetensors, sha256_of_file
 from ..conversion.api import CONVERTER_VERSION, target_shapes
+from ..model_spec import SPEC_KEY, check_spec, spec_from_metadata, spec_settings
 from ..registry import get_entry
 from ..settings import DEFAULT_SETTINGS, InferenceSettings
 from ..zoo import LICENSE, WS_CITATION, ZooEntry
@@ -63,6 +65,9 @@ def hub_config(
         "source_sha256": metadata.get("source_sha256"),
         "wszoo_converter_version": metadata.get("wszoo_converter_version"),
     }
+    spec = spec_from_metadata(metadata)
+    if spec is not None:  # trained with `wszoo train`: how it was built
+        config["build_kwargs"] = spec.get("build_kwargs") or {}
     if isinstance(entry.arch, DetectorArch):
         classes = _classes(entry, metadata)
         config.update(
@@ -135,7 +140,7 @@ def model_card(entry: ZooEntry, *, repo_id: str, metadata: Mapping[str, str]) ->
     data = ModelCardData(
         library_name="wszoo",
         license=LICENSE,
-        datasets=["coco"] if entry.classes else None,
+        datasets=["coco"] if entry.classes and spec_from_metadata(metadata) is None else None,
         pipeline_tag={"object_detection": "object-detection", "instance_segmentation": "image-segmentation"}.get(
             entry.task, "image-feature-extraction"
         ),
@@ -158,6 +163,7 @@ def _card_body(entry: ZooEntry, repo_id: str, metadata: Mapping[str, str], publi
         ("config", entry.config_url),
         ("training log", entry.log_url),
         ("converter version", metadata.get("wszoo_converter_version")),
+        *_trained_rows(metadata),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows if v is not None)
     outputs = "boxes, labels (1..N), scores" + (
@@ -208,6 +214,19 @@ or `wszoo predict {entry.name} image.jpg --weights hf-hub:{repo_id} --out predic
 """
 
 
+def _trained_rows(metadata: Mapping[str, str]) -> list[tuple[str, Any]]:
+    spec = spec_from_metadata(metadata)
+    if spec is None:
+        return []
+    settings = spec_settings(spec)
+    classes = spec.get("classes") or []
+    return [
+        ("trained with", f"`wszoo train` ({spec['name']})"),
+        ("classes", ", ".join(classes) if len(classes) <= 20 else f"{len(classes)} (see config.json)"),
+        ("image scale", "x".join(map(str, settings.image_scale))),
+    ]
+
+
 def _local_weights(entry: ZooEntry, path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """A local weights file as ``(native state dict, metadata to publish with it)``.
 
@@ -217,8 +236,11 @@ def _local_weights(entry: ZooEntry, path: Path) -> tuple[dict[str, Tensor], dict
     if not path.is_file():
         raise ValueError(f"weights file {path} does not exist")
     recorded = _metadata(path) if path.suffix == ".safetensors" else {}
+    spec = spec_from_metadata(recorded, what=str(path))  # written by `wszoo train`
+    if spec is not None:
+        check_spec(entry, spec, what=str(path))
     _check_architecture(entry, recorded, what=str(path))
-    state_dict = load_native(entry, path, num_classes=entry.num_classes)
+    state_dict = load_native(entry, path, num_classes=spec["num_classes"] if spec else entry.num_classes)
     metadata: dict[str, Any] = {
         "format": "pt",
         "wszoo_model": entry.name,
@@ -228,8 +250,10 @@ def _local_weights(entry: ZooEntry, path: Path) -> tuple[dict[str, Tensor], dict
     }
     classifier = state_dict.get("roi_heads.box_predictor.cls_score.weight", state_dict.get("fc.weight"))
     num_classes = classifier.shape[0] if classifier is not None else None
+    if spec is not None:
+        metadata[SPEC_KEY] = json.dumps(spec)  # hf-hub: loads build it as trained, too
     if isinstance(entry.arch, DetectorArch):
-        classes = _classes(entry, recorded)
+        classes = tuple(spec.get("classes") or ()) if spec is not None else _classes(entry, recorded)
         if len(classes) + 1 != num_classes:
             raise ValueError(
                 f"{path} has {num_classes} classes (with background) but records no class names and "
@@ -268,6 +292,8 @@ def stage(
         repo_id: The Hub repository (named in the card's usage example).
         weights: A local ``.pth``/``.safetensors`` to publish instead of the published checkpoint
             (which is otherwise downloaded, verified and converted as ``weights="DEFAULT"`` does).
+            Weights written by ``wszoo train`` keep their model spec: classes, build options and
+            test settings go into ``model.safetensors`` and ``config.json``.
         cache_dir: wszoo's download cache.
         progress: Show a download progress bar.
     """
@@ -283,7 +309,8 @@ def stage(
         state_dict, metadata = _local_weights(entry, Path(weights).expanduser())
         save_safetensors(state_dict, target, metadata=metadata)
         metadata = _metadata(target)
-    (folder / CONFIG_FILE).write_text(json.dumps(hub_config(entry, metadata), indent=1) + "\n")
+    settings = spec_settings(spec_from_metadata(metadata))  # trained weights: their own
+    (folder / CONFIG_FILE).write_text(json.dumps(hub_config(entry, metadata, settings=settings), indent=1) + "\n")
     (folder / CARD_FILE).write_text(model_card(entry, repo_id=repo_id, metadata=metadata))
     return folder
 

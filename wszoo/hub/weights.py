@@ -9,6 +9,9 @@ only that safetensors file, after two cheap checks: its recorded digest (``<file
 pinned ``ZooEntry.sha256`` when the table knows it). A converted file that fails either is
 converted again from the verified source, never used. A local ``.pth`` (MMDetection or wszoo layout) or ``.safetensors``
 path works too, and so does ``"hf-hub:ORG/REPO[@REVISION]"`` (see :mod:`wszoo.hub.hf_load`).
+
+Weights written by ``wszoo train`` record their model spec (:mod:`wszoo.model_spec`);
+:func:`trained_weights` finds it, downloading a Hub repository's file first.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..checkpoint_io import (
     state_dict_of,
 )
 from ..conversion.api import CONVERTER_VERSION, convert_file, convert_for, infer_arch
+from ..model_spec import read_spec
 from ..zoo import ZooEntry
 from .download import (
     DownloadError,
@@ -41,12 +45,14 @@ from .download import (
     record_digest,
     trusted_digest,
 )
-from .hf_load import HubWeights, published_from_hub
+from .hf_load import HubWeights, fetch, published_from_hub
 from .hf_load import load_state_dict as load_from_hub
 
 __all__ = [
     "WeightsArg",
     "resolve_weights",
+    "weights_file",
+    "trained_weights",
     "load_state_dict",
     "converted_cache_path",
     "converted_is_current",
@@ -84,6 +90,27 @@ def resolve_weights(entry: ZooEntry, weights: WeightsArg, *, pretrained: bool = 
             "pass weights='DEFAULT' for the published weights or the path of a .pth/.safetensors file"
         )
     raise TypeError(f"weights must be None, 'DEFAULT', a ZooEntry or a file path, got {type(weights).__name__}")
+
+
+def weights_file(entry: ZooEntry, resolved) -> Optional[Path]:
+    """The local file behind resolved weights: a file as given, or a Hub repository's weights file
+    downloaded into huggingface_hub's cache (its architecture checked); None for the published
+    weights and for none."""
+    if isinstance(resolved, Path):
+        return resolved
+    if isinstance(resolved, HubWeights):
+        return fetch(entry, resolved)
+    return None
+
+
+def trained_weights(entry: ZooEntry, weights: WeightsArg) -> tuple[WeightsArg, Optional[dict]]:
+    """``(weights, spec)``: the model spec that ``weights`` record if ``wszoo train`` wrote them
+    (else None), and what to pass as ``weights=`` to build them (a Hub repository becomes its
+    downloaded file, so it is fetched once)."""
+    file = weights_file(entry, resolve_weights(entry, weights))
+    if file is None:
+        return weights, None
+    return file, read_spec(file)
 
 
 def converted_cache_path(entry: ZooEntry, cache_dir: Optional[Path] = None) -> Path:

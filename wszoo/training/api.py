@@ -13,12 +13,14 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ..builders import get_model
+from ..hub.weights import trained_weights
+from ..model_spec import check_spec, make_spec, read_spec
 from ..modeling.detector import build_detector
 from ..registry import get_entry
 from . import distributed as dist_utils
 from .checkpoints import load_trained
 from .data import CocoDataset
-from .engine import TrainConfig, TrainResult, train
+from .engine import TrainConfig, TrainResult, seed_everything, train
 from .evaluate import evaluate
 from .finetune import ClassRowsError, build_finetune_model
 
@@ -45,6 +47,10 @@ def build_training_model(
     build_kwargs = dict(build_kwargs or {})
     num_classes = len(dataset_classes) + 1
     with dist_utils.main_first():  # one download / conversion per machine
+        if weights is not None:  # weights written by `wszoo train`: of this architecture only
+            weights, source_spec = trained_weights(entry, weights)
+            if source_spec is not None:
+                check_spec(entry, source_spec, what=str(weights))
         if weights is None and backbone is None:
             net = build_detector(arch=entry.arch, num_classes=num_classes, **build_kwargs)
         else:
@@ -61,13 +67,7 @@ def build_training_model(
                 )
             except ClassRowsError:  # e.g. your own fine-tuned weights: their rows are not COCO's
                 net, _ = build_finetune_model(entry.name, num_classes=num_classes, **common)
-    spec = {
-        "name": entry.name,
-        "num_classes": num_classes,
-        "classes": list(dataset_classes),
-        "build_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in build_kwargs.items()},
-    }
-    return net, spec
+    return net, make_spec(entry.name, num_classes=num_classes, classes=dataset_classes, build_kwargs=build_kwargs)
 
 
 def run_train(
@@ -97,7 +97,10 @@ def run_train(
         backbone: Or from this zoo backbone's ImageNet weights (with ``weights=None``).
         classes: Train on these category names only (default: all of the dataset's).
         build_kwargs: Options of :func:`wszoo.modeling.detector.build_detector`.
-        **config: Fields of :class:`wszoo.training.engine.TrainConfig`.
+        **config: Fields of :class:`wszoo.training.engine.TrainConfig` (validated before anything runs).
+
+    The same arguments (``seed`` included) give the same weights: the seed is set before the
+    model is built.
     """
 
     config_ = TrainConfig(output_dir=output_dir, **config)
@@ -107,6 +110,7 @@ def run_train(
     val = None
     if val_images and val_ann:
         val = CocoDataset(val_images, val_ann, classes=dataset.classes)
+    seed_everything(config_.seed)  # before the model's random initialisation: the same seed, the same run
     net, spec = build_training_model(
         model,
         dataset_classes=dataset.classes,
@@ -133,23 +137,39 @@ def run_eval(
     progress: bool = True,
     build_kwargs: Optional[dict] = None,
 ) -> dict[str, dict[str, float]]:
-    """COCO AP of a zoo model (``model`` + ``weights``) or a trained ``checkpoint`` on a dataset.
+    """COCO AP of a zoo model (``model`` + ``weights``) or of trained weights on a dataset.
 
-    Labels map to the dataset's categories by class name when the model knows its names (zoo
-    COCO models, wszoo training outputs), else in the order of the dataset's category ids.
+    Weights written by ``wszoo train`` (``checkpoint``, or ``weights`` with their ``.safetensors``)
+    are built as they were trained -- architecture, classes, image scale, test settings -- and
+    ``model`` may be left out; when given, it must have their architecture. ``build_kwargs``
+    (explicit options) win over what the weights record. Labels map to the dataset's categories
+    by class name when the model knows its names (zoo COCO models, wszoo training outputs), else
+    in the order of the dataset's category ids.
     """
 
     device_ = dist_utils.init_from_env(device)
     build_kwargs = dict(build_kwargs or {})
-    if checkpoint is not None:
-        net, spec = load_trained(checkpoint, **build_kwargs)
+    if checkpoint is not None and not str(checkpoint).endswith(".safetensors"):  # a resumable last.pth
+        net, spec = load_trained(checkpoint, model=model, **build_kwargs)
         classes = spec.get("classes") or None
-    elif model is not None:
-        with dist_utils.main_first():
-            net = get_model(model, weights=weights, progress=progress and dist_utils.is_main(), **build_kwargs)
-        classes = list(get_entry(model).classes) or None
     else:
-        raise ValueError("give a zoo model name (with weights) or a training checkpoint")
+        if checkpoint is not None:
+            weights = checkpoint
+        if model is None:
+            spec = read_spec(weights) if weights not in (None, "DEFAULT") and Path(weights).is_file() else None
+            if spec is None:
+                given = (
+                    "no weights file was given" if weights in (None, "DEFAULT") else f"{weights} records no model spec"
+                )
+                raise ValueError(
+                    "give a zoo model name (--model, with --weights) or weights written by `wszoo train` "
+                    f"(--checkpoint or --weights); {given}"
+                )
+            model = spec["name"]
+        with dist_utils.main_first():  # one download per machine
+            weights, spec = trained_weights(get_entry(model), weights)
+            net = get_model(model, weights=weights, progress=progress and dist_utils.is_main(), **build_kwargs)
+        classes = (spec.get("classes") if spec else list(get_entry(model).classes)) or None
     dataset = CocoDataset(images, ann, classes=_classes_in(classes, ann))
     expected = net.roi_heads.box_predictor.cls_score.out_features
     if dataset.num_classes != expected:

@@ -2,8 +2,10 @@
 
 ``last.pth`` holds the model, optimizer, scheduler and grad-scaler states, every rank's RNG
 state and the position in the data; it is read back with ``weights_only=True``. Weights are
-safetensors whose ``wszoo_spec`` metadata records how to rebuild the model (zoo name, class
-count and names, build options), so :func:`load_trained` needs nothing else.
+safetensors whose ``wszoo_spec`` metadata records how to rebuild the model (zoo name,
+architecture, class count and names, build options and the test settings they imply; see
+:mod:`wszoo.model_spec`), so :func:`load_trained` -- and ``wszoo.get_model(name, weights=path)``,
+``wszoo predict``, ``wszoo eval`` and ``wszoo push-to-hub`` -- need nothing else.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from torch import Tensor, nn
 
 from ..builders import get_model
 from ..checkpoint_io import CheckpointError, load_torch_file, read_safetensors, save_safetensors
+from ..model_spec import SPEC_KEY, check_spec, spec_build_kwargs, spec_from_metadata
+from ..registry import get_entry
 from . import distributed as dist_utils
 
 __all__ = [
@@ -32,9 +36,6 @@ __all__ = [
     "rng_state",
     "set_rng_state",
 ]
-
-# The safetensors metadata entry holding the model spec.
-SPEC_KEY = "wszoo_spec"
 
 
 def rng_state() -> dict[str, Any]:
@@ -95,22 +96,25 @@ def load_checkpoint(path: Union[str, Path]) -> dict[str, Any]:
 
 def build_from_spec(spec: dict, **overrides: Any) -> nn.Module:
     """Rebuilds a detector from the spec stored with trained weights (no weights loaded)."""
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("build_kwargs", {}).items()}
-    kwargs.update(overrides)
+    kwargs = {**spec_build_kwargs(spec), **overrides}
     return get_model(spec["name"], num_classes=spec["num_classes"], **kwargs)
 
 
-def load_trained(path: Union[str, Path], **overrides: Any) -> tuple[nn.Module, dict]:
+def load_trained(path: Union[str, Path], *, model: Optional[str] = None, **overrides: Any) -> tuple[nn.Module, dict]:
     """A detector and its spec from weights written by training (``.safetensors`` or ``last.pth``).
 
     Args:
         path: ``epoch_<n>.safetensors``, ``final.safetensors`` or a ``last.pth`` checkpoint.
+        model: A zoo name the weights are expected to be (checked: same architecture).
         **overrides: Build options to change (e.g. ``score_thresh``, ``image_scale``).
+
+    Raises:
+        SpecMismatchError: ``model`` has another architecture than the weights.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
         state_dict, metadata = read_safetensors(path)
-        spec = json.loads(metadata.get(SPEC_KEY, "{}"))
+        spec = spec_from_metadata(metadata, what=str(path)) or {}
     else:
         checkpoint = load_checkpoint(path)
         spec, state_dict = checkpoint.get("model_spec") or {}, checkpoint["model"]
@@ -119,6 +123,8 @@ def load_trained(path: Union[str, Path], **overrides: Any) -> tuple[nn.Module, d
             f"{path} carries no model spec (it was not written by wszoo's training); build the "
             "model with wszoo.get_model(name, weights=path, num_classes=...) instead"
         )
+    if model is not None:
+        check_spec(get_entry(model), spec, what=str(path))
     model = build_from_spec(spec, **overrides)
     model.load_state_dict(state_dict, strict=True)
     return model, spec

@@ -11,7 +11,9 @@ Each epoch ends with a resumable checkpoint (``last.pth``: model, optimizer, sch
 scaler, every rank's RNG state and the position in the data) and the weights as
 ``epoch_<n>.safetensors``. ``max_iters`` or ``checkpoint_every_iters`` also checkpoint inside an
 epoch; resuming there continues with the same batches and random draws as an uninterrupted run.
-A non-finite loss stops training before the step, leaving the last checkpoint untouched.
+A non-finite loss or non-finite gradients stop training before the step, and a checkpoint is
+never written with non-finite weights, so the checkpoint the error names holds finite weights.
+Resuming truncates ``log.jsonl`` to the checkpoint's iteration, so no iteration is logged twice.
 
 Write your own loop when you need another optimizer or schedule: the model is a plain
 ``nn.Module`` returning a dict of losses, and :mod:`wszoo.training.data` / :mod:`wszoo.training.evaluate` work
@@ -21,12 +23,16 @@ without this module.
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -38,7 +44,17 @@ from .checkpoints import load_checkpoint, plain_state_dict, save_checkpoint, sav
 from .data import GroupedBatchSampler, collate
 from .evaluate import evaluate
 
-__all__ = ["SCHEDULES", "TrainConfig", "TrainResult", "NonFiniteLossError", "lr_factor", "train"]
+__all__ = [
+    "SCHEDULES",
+    "TrainConfig",
+    "TrainResult",
+    "NonFiniteLossError",
+    "NonFiniteGradientError",
+    "NonFiniteWeightsError",
+    "lr_factor",
+    "seed_everything",
+    "train",
+]
 
 
 # name -> (epochs, epochs at whose start the lr is multiplied by 0.1)
@@ -50,7 +66,24 @@ SCHEDULES: dict[str, tuple[int, tuple[int, ...]]] = {
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stopped and the last checkpoint was kept."""
+    """The loss (or, for the subclasses, the gradients or weights) became NaN or infinite;
+    training stopped before the step, and the last checkpoint, which holds finite weights, was kept."""
+
+
+class NonFiniteGradientError(NonFiniteLossError):
+    """The loss was finite but some gradients were not; the step was not taken."""
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """The weights became non-finite (e.g. a huge lr); no checkpoint was written with them."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds torch, Python's ``random`` and NumPy: call it before building the model, so that
+    its random initialisation, and so the whole run, is reproducible."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 @dataclass
@@ -80,8 +113,13 @@ class TrainConfig:
         checkpoint_every_iters: Also checkpoint every this many iterations (None: epochs only).
         max_iters: Stop (with a resumable checkpoint) after this many iterations in total.
         eval_every: Evaluate on the validation set every this many epochs (0: only at the end).
+        keep_checkpoints: Keep only the newest this many ``epoch_<n>.safetensors`` (MMDetection's
+            ``max_keep_ckpts``); None keeps all. ``final.safetensors`` and ``last.pth`` stay.
         resume: True (``output_dir/last.pth`` if present) or a checkpoint path.
-        progress: tqdm progress bar on rank 0.
+        progress: tqdm progress bar on rank 0, showing the current loss and lr.
+
+    Invalid values (``epochs <= 0``, ``batch_size <= 0``, ``lr <= 0``, steps beyond the epochs,
+    negative workers or warmup, ...) raise a ``ValueError`` giving the valid range.
     """
 
     output_dir: str
@@ -106,6 +144,7 @@ class TrainConfig:
     checkpoint_every_iters: Optional[int] = None
     max_iters: Optional[int] = None
     eval_every: int = 1
+    keep_checkpoints: Optional[int] = None
     resume: Union[bool, str] = False
     progress: bool = True
 
@@ -114,8 +153,33 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {self.schedule!r}")
         if self.amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        _int_at_least("epochs", self.epochs, 1, optional=True)
         if self.steps is not None:
-            self.steps = tuple(int(s) for s in self.steps)
+            self.steps = tuple(self.steps)
+            for step in self.steps:
+                if not _is_int(step) or not 1 <= step <= self.total_epochs:
+                    raise ValueError(
+                        f"steps must be epochs in 1..{self.total_epochs} (the lr is multiplied by 0.1 at the start "
+                        f"of each), got {list(self.steps)}"
+                    )
+        _int_at_least("batch_size", self.batch_size, 1)
+        _number_above("lr", self.lr, optional=True)
+        _number_above("base_lr", self.base_lr)
+        _int_at_least("base_batch", self.base_batch, 1)
+        _number_above("momentum", self.momentum, at_least=True)
+        _number_above("weight_decay", self.weight_decay, at_least=True)
+        _int_at_least("warmup_iters", self.warmup_iters, 0)
+        _in_unit_interval("warmup_ratio", self.warmup_ratio)
+        _number_above("grad_clip", self.grad_clip, optional=True)
+        _in_unit_interval("flip_prob", self.flip_prob)
+        _int_at_least("num_workers", self.num_workers, 0)
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in 0..2**32-1, got {self.seed!r}")
+        _int_at_least("log_every", self.log_every, 1)
+        _int_at_least("checkpoint_every_iters", self.checkpoint_every_iters, 1, optional=True)
+        _int_at_least("max_iters", self.max_iters, 1, optional=True)
+        _int_at_least("eval_every", self.eval_every, 0)
+        _int_at_least("keep_checkpoints", self.keep_checkpoints, 1, optional=True)
 
     @property
     def total_epochs(self) -> int:
@@ -128,6 +192,32 @@ class TrainConfig:
     def learning_rate(self, world_size: int) -> float:
         """The lr: given, or the linear scaling rule on the total batch."""
         return self.lr if self.lr is not None else self.base_lr * self.batch_size * world_size / self.base_batch
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_at_least(name: str, value: Any, low: int, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not _is_int(value) or value < low:
+        none = " or None" if optional else ""
+        raise ValueError(f"{name} must be an integer >= {low}{none}, got {value!r}")
+
+
+def _number_above(name: str, value: Any, *, at_least: bool = False, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value < 0 if at_least else value <= 0):
+        valid = ">= 0" if at_least else "> 0"
+        raise ValueError(f"{name} must be a finite number {valid}{' or None' if optional else ''}, got {value!r}")
+
+
+def _in_unit_interval(name: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
 @dataclass
@@ -214,18 +304,27 @@ class _Run:
     checkpoint: Optional[Path] = None
     weights: Optional[Path] = None
     metrics: dict = field(default_factory=dict)
+    bar: Optional[tqdm] = None
 
     @property
     def iters_per_epoch(self) -> int:
         return len(self.sampler)
 
     def save_checkpoint(self) -> Path:
-        """Writes ``last.pth`` at the current position and remembers it."""
+        """Writes ``last.pth`` at the current position and remembers it; refuses non-finite weights."""
+        state = plain_state_dict(self.model)
+        finite = all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+        if not dist_utils.all_true(finite, self.device):
+            bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            raise NonFiniteWeightsError(
+                f"the weights became non-finite by iteration {self.global_iter} (epoch {self.epoch}), with a finite "
+                f"loss and finite gradients (on this rank: {bad[:5]}); not checkpointed. {_advice(self)}"
+            )
         path = self.out / "last.pth"
         save_checkpoint(
             path,
             {
-                "model": plain_state_dict(self.model),
+                "model": state,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),  # its lambda is stored as None and rebuilt on resume
                 "scaler": self.scaler.state_dict(),
@@ -332,6 +431,8 @@ def _setup(model: nn.Module, dataset: Dataset, config: TrainConfig, spec: Option
     resume_path = _resume_path(config)
     if resume_path is not None:
         _restore(run, resume_path)
+    if dist_utils.is_main():  # a killed run may have logged past its checkpoint; a fresh run starts anew
+        _truncate_log(out / "log.jsonl", global_iter=run.global_iter, epoch=run.epoch)
     if dist_utils.is_distributed():
         run.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if dist_utils.is_main():
@@ -352,10 +453,13 @@ def _train_epoch(run: _Run, dataset: Dataset) -> bool:
     config, last = run.config, run.iters_per_epoch - 1
     run.sampler.set_epoch(run.epoch, run.batch)
     for index, images, targets, timing in _timed(_loader(dataset, run), run):
+        lr = run.optimizer.param_groups[0]["lr"]  # this iteration's (the scheduler steps after it)
         losses = _step(run, *_to_device(images, targets, run.device), index=index)
         run.global_iter, run.batch = run.global_iter + 1, index + 1
+        if run.bar is not None and not run.bar.disable:
+            run.bar.set_postfix(loss=f"{float(sum(losses.values())):.4f}", lr=f"{lr:.3g}", refresh=False)
         if run.global_iter % config.log_every == 0 or run.global_iter == 1:
-            _log_train(run, losses, index, timing)
+            _log_train(run, losses, index, timing, lr=lr)
         if index < last and (_due(config.checkpoint_every_iters, run.global_iter) or _reached(config, run.global_iter)):
             run.save_checkpoint()
         if index < last and _reached(config, run.global_iter):
@@ -370,10 +474,43 @@ def _end_epoch(run: _Run, val_dataset: Optional[Dataset]) -> None:
     run.weights = run.out / f"epoch_{run.epoch}.safetensors"
     if dist_utils.is_main():
         save_weights(run.model, run.weights, spec=run.spec)
+    _remove_old_weights(run)
     config = run.config
     due = run.epoch == config.total_epochs or (config.eval_every and run.epoch % config.eval_every == 0)
     if val_dataset is not None and due:
         run.metrics = _evaluate(run, val_dataset)
+
+
+def _truncate_log(path: Path, *, global_iter: int, epoch: int) -> None:
+    """Keeps the records of ``log.jsonl`` up to the resumed position (all lines go on a fresh start)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by the kill
+        if not isinstance(record, dict):
+            continue
+        train = record.get("mode") == "train"  # else a validation record, per epoch
+        position = record.get("global_iter") if train else record.get("epoch")
+        if isinstance(position, int) and position <= (global_iter if train else epoch):
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def _remove_old_weights(run: _Run) -> None:
+    """Deletes ``epoch_<n>.safetensors`` beyond the newest ``keep_checkpoints`` (``max_keep_ckpts``)."""
+    keep = run.config.keep_checkpoints
+    if keep is None or not dist_utils.is_main():
+        return
+    for path in run.out.glob("epoch_*.safetensors"):
+        match = re.fullmatch(r"epoch_(\d+)\.safetensors", path.name)
+        if match and int(match.group(1)) <= run.epoch - keep:
+            path.unlink(missing_ok=True)
 
 
 def _finish(run: _Run) -> TrainResult:
@@ -445,7 +582,7 @@ def _to_device(images: list[Tensor], targets: list[dict], device: torch.device) 
 def _timed(loader: DataLoader, run: _Run) -> Iterator[tuple[int, list, list, dict]]:
     """Yields (batch index, images, targets, timing) with a tqdm bar on rank 0."""
     config = run.config
-    bar = tqdm(
+    run.bar = bar = tqdm(
         total=run.iters_per_epoch,
         initial=run.batch,
         desc=f"epoch {run.epoch + 1}/{config.total_epochs}",
@@ -459,27 +596,37 @@ def _timed(loader: DataLoader, run: _Run) -> Iterator[tuple[int, list, list, dic
         bar.update(1)
         tick = time.perf_counter()
     bar.close()
+    run.bar = None
 
 
 def _step(run: _Run, images: list[Tensor], targets: list[dict], *, index: int) -> dict[str, Tensor]:
-    """One optimizer step; raises before stepping when the loss is not finite on some rank."""
+    """One optimizer step; raises before stepping when the loss or the gradients are not finite on some rank."""
     with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
         losses = run.ddp(images, targets)
     loss = sum(losses.values())
+    where = f"iteration {run.global_iter + 1} (epoch {run.epoch + 1}, batch {index + 1})"
     if not dist_utils.all_true(bool(torch.isfinite(loss.detach())), run.device):
         values = {k: float(v.detach()) for k, v in losses.items()}
         raise NonFiniteLossError(
-            f"non-finite loss at iteration {run.global_iter + 1} (epoch {run.epoch + 1}, batch {index + 1}) on some "
-            f"rank; this rank's losses: {values}. Training stopped without taking the step; the last good checkpoint "
-            f"is {run.checkpoint if run.checkpoint is not None else 'none (none was written yet)'}. Try a lower lr, a "
-            "longer warmup, grad_clip, or check the annotations (degenerate boxes, labels out of range); then resume "
-            "from it."
+            f"non-finite loss at {where} on some rank; this rank's losses: {values}. Training stopped without "
+            f"taking the step. {_advice(run)}"
         )
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
+    params = [p for g in run.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    # With fp16 the grad scaler skips steps whose gradients overflow and lowers its scale: expected.
+    if not run.scaler.is_enabled():
+        finite = bool(torch.stack([torch.isfinite(p.grad).all() for p in params]).all()) if params else True
+        if not dist_utils.all_true(finite, run.device):
+            bad = [
+                n for n, p in run.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()
+            ]
+            raise NonFiniteGradientError(
+                f"non-finite gradients at {where} with a finite loss ({float(loss.detach()):.4g}); on this rank in "
+                f"{bad[:5]}{' ...' if len(bad) > 5 else ''}. Training stopped without taking the step. {_advice(run)}"
+            )
     if run.config.grad_clip is not None:
         run.scaler.unscale_(run.optimizer)
-        params = [p for g in run.optimizer.param_groups for p in g["params"]]
         torch.nn.utils.clip_grad_norm_(params, run.config.grad_clip)
     run.scaler.step(run.optimizer)
     run.scaler.update()
@@ -487,7 +634,15 @@ def _step(run: _Run, images: list[Tensor], targets: list[dict], *, index: int) -
     return {k: v.detach() for k, v in losses.items()}
 
 
-def _log_train(run: _Run, losses: dict[str, Tensor], index: int, timing: dict) -> None:
+def _advice(run: _Run) -> str:
+    last = run.checkpoint if run.checkpoint is not None else "none (none was written yet)"
+    return (
+        f"The last good checkpoint (finite weights) is {last}. Try a lower lr, a longer warmup, grad_clip, or check "
+        "the annotations (degenerate boxes, labels out of range); then resume from it."
+    )
+
+
+def _log_train(run: _Run, losses: dict[str, Tensor], index: int, timing: dict, *, lr: float) -> None:
     names = sorted(losses)
     values = dist_utils.mean_across(torch.stack([losses[n].float() for n in names])).tolist()
     record = {
@@ -495,7 +650,7 @@ def _log_train(run: _Run, losses: dict[str, Tensor], index: int, timing: dict) -
         "epoch": run.epoch + 1,
         "iter": index + 1,
         "global_iter": run.global_iter,
-        "lr": run.optimizer.param_groups[0]["lr"],
+        "lr": lr,
         "loss": sum(values),
         **dict(zip(names, values)),
         "time": time.perf_counter() - timing["start"],

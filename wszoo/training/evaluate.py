@@ -25,10 +25,25 @@ from ..settings import DEFAULT_SETTINGS
 from . import distributed as dist_utils
 from .data import ShardSampler, collate
 
-__all__ = ["STAT_NAMES", "to_coco_results", "coco_metrics", "predict", "evaluate"]
+__all__ = ["STAT_NAMES", "to_coco_results", "coco_metrics", "format_metrics", "predict", "evaluate"]
 
 # The order of COCOeval.stats.
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# What each number averages over, as COCOeval.summarize() prints it: IoU, area, max detections.
+_STAT_SCOPE = {
+    "AP": ("0.50:0.95", "all", 100),
+    "AP50": ("0.50", "all", 100),
+    "AP75": ("0.75", "all", 100),
+    "APs": ("0.50:0.95", "small", 100),
+    "APm": ("0.50:0.95", "medium", 100),
+    "APl": ("0.50:0.95", "large", 100),
+    "AR1": ("0.50:0.95", "all", 1),
+    "AR10": ("0.50:0.95", "all", 10),
+    "AR100": ("0.50:0.95", "all", 100),
+    "ARs": ("0.50:0.95", "small", 100),
+    "ARm": ("0.50:0.95", "medium", 100),
+    "ARl": ("0.50:0.95", "large", 100),
+}
 
 
 def to_coco_results(
@@ -112,6 +127,18 @@ def coco_metrics(
             evaluator.summarize()
         metrics[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats)}
     return metrics
+
+
+def format_metrics(metrics: dict[str, dict[str, float]]) -> str:
+    """The 12 COCO numbers of each IoU type as a text table (fractions, 3 decimals, as COCOeval;
+    -1 where the dataset has no object of that size)."""
+    types = list(metrics)
+    lines = [f"{'metric':<7} {'IoU':>9} {'area':>6} {'maxDets':>7}" + "".join(f" {t:>7}" for t in types)]
+    for name in STAT_NAMES:
+        iou, area, dets = _STAT_SCOPE[name]
+        values = "".join(f" {metrics[t].get(name, float('nan')):>7.3f}" for t in types)
+        lines.append(f"{name:<7} {iou:>9} {area:>6} {dets:>7}" + values)
+    return "\n".join(lines)
 
 
 def _copy_for_loadres(results: list[dict], iou_type: str) -> list[dict]:
