@@ -30,7 +30,9 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import sys
 import time
+from pathlib import Path
 
 import torch
 from _common import median, print_environment, print_table
@@ -180,22 +182,54 @@ def paste_benchmark(args) -> None:
         "bool, vectorised": dict(threshold=0.5, vectorised=True),
         "probs, vectorised": dict(vectorised=True),
     }
+    mmdet_paste = _mmdet_bool_paste()
+    if mmdet_paste is not None:  # MMDetection's own CPU path, when this environment has it
+        variants["MMDetection _do_paste_mask (bool)"] = None
     times = {k: [] for k in variants}
     sizes = {}
     for round_ in range(args.repeats + 1):
         for key, kwargs in variants.items():
             gc.collect()
             start = time.perf_counter()
-            out = paste_masks(masks, boxes, (height, width), **kwargs)
+            if kwargs is None:
+                out = mmdet_paste(masks, boxes, height, width)
+            else:
+                out = paste_masks(masks, boxes, (height, width), **kwargs)
             sync(args.device)
             if round_:
                 times[key].append(time.perf_counter() - start)
             sizes[key] = out.numel() * out.element_size()
             del out
     base = median(times["probs, per instance (float (N,1,H,W))"])
+    if mmdet_paste is not None:
+        same = torch.equal(
+            mmdet_paste(masks, boxes, height, width), paste_masks(masks, boxes, (height, width), threshold=0.5)
+        )
+        print(f"  MMDetection's bool masks equal wszoo's mask_format='bool': {same}")
     print(f"\n== mask pasting: {count} instances into {height}x{width} ==")
     rows = [[k, median(v), median(v) / base, sizes[k] / 2**20] for k, v in times.items()]
     print_table(["paste", "seconds", "ratio to probs per instance", "output MiB"], rows)
+
+
+def _mmdet_bool_paste():
+    """MMDetection 3.3's CPU pasting loop (``FCNMaskHead._predict_by_feat_single``), or None."""
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "parity"))
+        import mmdet_parity
+
+        mmdet_parity.install_mmcv_ext_shim()
+        from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
+    except ImportError:
+        return None
+
+    def paste(masks, boxes, height, width):
+        out = torch.zeros((masks.shape[0], height, width), dtype=torch.bool)
+        for index in range(masks.shape[0]):  # num_chunks = N on the CPU, skip_empty=True
+            chunk, spatial = _do_paste_mask(masks[index : index + 1, None], boxes[index : index + 1], height, width)
+            out[(index,) + spatial] = chunk >= 0.5
+        return out
+
+    return paste
 
 
 def main() -> None:
