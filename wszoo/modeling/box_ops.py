@@ -110,6 +110,12 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         iou_threshold: Boxes overlapping a kept box by more than this are dropped.
         split_thr: Box count from which NMS runs group by group.
     """
+    if torch.compiler.is_exporting():
+        # Box counts are data-dependent in an exported graph: always one NMS over the offset
+        # boxes. The offsets keep groups apart, so this keeps the same boxes as the split path;
+        # only the order of exactly equal scores may differ.
+        top = torch.cat([boxes.reshape(-1), boxes.new_full((1,), float("-inf"))]).max()
+        return nms(boxes + (idxs.to(boxes) * (top + 1))[:, None], scores, iou_threshold)
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     offsets = idxs.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
