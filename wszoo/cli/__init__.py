@@ -2,7 +2,8 @@
 
 * :mod:`wszoo.cli.zoo`: ``list``, ``info``, ``download``, ``verify``, ``import-weights``, ``convert``;
 * :mod:`wszoo.cli.predict`: ``predict``, ``push-to-hub``;
-* :mod:`wszoo.cli.train`: ``train``, ``eval``.
+* :mod:`wszoo.cli.train`: ``train``, ``eval``;
+* :mod:`wszoo.cli.export`: ``export``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import warnings
 from typing import Optional, Sequence
 
 from .. import registry
-from . import predict, train, zoo
+from . import export, predict, train, zoo
 
 __all__ = ["build_parser", "main"]
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.register(sub)
     predict.register(sub)
     train.register(sub)
+    export.register(sub)
     return parser
 
 
