@@ -2,7 +2,8 @@
 
 * :mod:`wszoo.cli.zoo`: ``list``, ``info``, ``download``, ``verify``, ``import-weights``, ``convert``;
 * :mod:`wszoo.cli.predict`: ``predict``, ``push-to-hub``;
-* :mod:`wszoo.cli.train`: ``train``, ``eval``.
+* :mod:`wszoo.cli.train`: ``train``, ``eval``;
+* :mod:`wszoo.cli.export`: ``export``.
 
 :func:`main` is the one error boundary: an expected failure (bad input, a refused or corrupt
 checkpoint, a damaged file, a failed download, an I/O or OpenCV error) prints one line
@@ -21,7 +22,7 @@ import warnings
 from typing import Optional, Sequence
 
 from .. import registry
-from . import predict, train, zoo
+from . import export, predict, train, zoo
 
 __all__ = ["DEBUG_ENV", "EXPECTED_ERRORS", "build_parser", "main"]
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.register(sub)
     predict.register(sub)
     train.register(sub)
+    export.register(sub)
     return parser
 
 

@@ -110,6 +110,20 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         iou_threshold: Boxes overlapping a kept box by more than this are dropped.
         split_thr: Box count from which NMS runs group by group.
     """
+    if torch.compiler.is_exporting():
+        # Box counts are data-dependent in an exported graph: always one NMS over the offset
+        # boxes. The offsets keep groups apart, so this keeps the same boxes as the split path;
+        # only the order of exactly equal scores may differ.
+        top = torch.cat([boxes.reshape(-1), boxes.new_full((1,), float("-inf"))]).max()
+        shifted = boxes + (idxs.to(boxes) * (top + 1))[:, None]
+        # torchvision's shape function of nms promises at least two kept boxes (the legacy
+        # minimum of an unbacked size), so an exported graph would assert when fewer survive.
+        # Two sentinel boxes, far from every other box and below every score, are always kept,
+        # last; they are dropped again.
+        far = torch.cat([shifted.reshape(-1), shifted.new_zeros(1)]).max() + 16
+        sentinels = torch.stack([far, far, far + 1, far + 1]) + shifted.new_tensor([[0.0], [4.0]])
+        keep = nms(torch.cat([shifted, sentinels]), torch.cat([scores, scores.new_tensor([-1.0, -2.0])]), iou_threshold)
+        return keep[:-2]
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     offsets = idxs.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))

@@ -26,7 +26,7 @@ from ..settings import DEFAULT_SETTINGS
 from .box_ops import DeltaXYWHCoder, batched_nms
 from .layers import ConvLayer, ConvNormAct, NormLayer, WSConv2d, group_norm
 from .losses import average, mask_loss
-from .transforms import ImageMeta, paste_masks
+from .transforms import ImageMeta, paste_masks, scale_vector
 
 __all__ = ["MMDetRoIAlign", "ConvFCBoxHead", "ConvMaskHead", "MMDetRoIHeads", "rcnn_coder"]
 
@@ -63,7 +63,7 @@ class MMDetRoIAlign(nn.Module):
         levels = self.map_levels(rois)
         for level, (feature, stride) in enumerate(zip(maps, self.strides)):
             index = (levels == level).nonzero(as_tuple=False).squeeze(1)
-            if index.numel() == 0:
+            if not torch.compiler.is_exporting() and index.numel() == 0:
                 continue
             out[index] = roi_align(
                 feature,
@@ -274,8 +274,7 @@ class MMDetRoIHeads(RoIHeads):
         boxes = self.box_coder.decode_single(deltas[:, 4:], rois, max_shape=meta.img_shape).view(-1, 4)
         rescale_first = not self.has_mask()
         if rescale_first:
-            sx, sy = meta.scale_factor
-            boxes = boxes * boxes.new_tensor([1 / sx, 1 / sy, 1 / sx, 1 / sy])
+            boxes = boxes * scale_vector(meta, boxes, reciprocal=True)
         labels = torch.arange(num_classes, device=scores.device).view(1, -1).expand_as(scores).reshape(-1)
         scores = scores.reshape(-1)
         keep = (scores > self.score_thresh).nonzero(as_tuple=False).squeeze(1)
@@ -293,8 +292,7 @@ class MMDetRoIHeads(RoIHeads):
         with torch.autocast(mask_logits.device.type, enabled=False):
             for result, logits, meta in zip(results, mask_logits.split(counts), metas):
                 probs = logits[torch.arange(logits.shape[0], device=logits.device), result["labels"]].sigmoid()
-                sx, sy = meta.scale_factor
-                result["boxes"] = result["boxes"] / result["boxes"].new_tensor([sx, sy, sx, sy])
+                result["boxes"] = result["boxes"] / scale_vector(meta, result["boxes"])
                 result["masks"] = paste_masks(probs, result["boxes"], meta.ori_shape, threshold=threshold)
 
 

@@ -97,7 +97,7 @@ class MMDetRPN(RegionProposalNetwork):
             clip_boxes(boxes, image_shape)
             wh = boxes[:, 2:] - boxes[:, :2]
             valid = (wh[:, 0] > 0) & (wh[:, 1] > 0)
-            if not bool(valid.all()):
+            if torch.compiler.is_exporting() or not bool(valid.all()):
                 boxes, scores, levels = boxes[valid], scores[valid], levels[valid]
             keep = batched_nms(boxes, scores, levels, self.nms_thresh)[: self.post_nms_top_n()]
             final_boxes.append(boxes[keep])

@@ -16,7 +16,7 @@ by 255 and resized by the torch path (OpenCV would need uint8 to be exact).
 
 from __future__ import annotations
 
-import math
+import functools
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -32,8 +32,10 @@ __all__ = [
     "DetectionTransform",
     "rescale_size",
     "resize_image",
+    "bilinear_resize",
     "paste_masks",
     "binary_masks",
+    "scale_vector",
     "has_cv2",
     "to_uint8",
 ]
@@ -100,6 +102,11 @@ def rescale_size(height: int, width: int, scale: tuple[int, int] = DEFAULT_SETTI
     factor ``min(max(scale) / max(h, w), min(scale) / min(h, w))``, then
     ``int(x * factor + 0.5)`` (round half up) per side.
     """
+    if isinstance(height, torch.SymInt) or isinstance(width, torch.SymInt):
+        # Traced with symbolic sizes (torch.export): the same formula without Python branches,
+        # so one exported graph serves portrait and landscape images of any size.
+        factor = torch.sym_min(max(scale) / torch.sym_max(height, width), min(scale) / torch.sym_min(height, width))
+        return torch.sym_int(height * factor + 0.5), torch.sym_int(width * factor + 0.5)
     factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
     return int(height * float(factor) + 0.5), int(width * float(factor) + 0.5)
 
@@ -124,11 +131,38 @@ def resize_image(image: Tensor, size: tuple[int, int], *, backend: str) -> Tenso
         raise ValueError(f"resize backend must be 'cv2' or 'torch', got {backend!r}")
     is_uint8 = image.dtype == torch.uint8
     scaled = image.float() if is_uint8 else image.float() * 255.0
-    if tuple(image.shape[-2:]) == tuple(size):
-        return scaled
-    out = F.interpolate(scaled[None], size=size, mode="bilinear", align_corners=False)[0]
+    if not torch.compiler.is_exporting() and tuple(image.shape[-2:]) == tuple(size):
+        return scaled  # (interpolating to the same size is the identity too, just slower)
+    out = bilinear_resize(scaled, size)
     # MMCV resizes uint8 to uint8: keep integer grey levels so the two paths stay within one.
     return out.round_().clamp_(0, 255) if is_uint8 else out
+
+
+def bilinear_resize(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of a float (C, H, W) image, ``F.interpolate(align_corners=False)``'s formula.
+
+    Written out as index selections, multiplications and additions in float32 rather than as
+    one interpolation kernel, so an exported graph (ONNX's ``Resize`` computes its sampling
+    positions differently) gives the same bits as eager PyTorch: the exported detectors then
+    equal the eager ones, not merely come within a grey level.
+    """
+    rows0, rows1, top, bottom = _bilinear_axis(image.shape[1], size[0], image.device)
+    cols0, cols1, left, right = _bilinear_axis(image.shape[2], size[1], image.device)
+
+    def across(lines: Tensor) -> Tensor:
+        return lines.index_select(2, cols0) * left + lines.index_select(2, cols1) * right
+
+    return across(image.index_select(1, rows0)) * top[:, None] + across(image.index_select(1, rows1)) * bottom[:, None]
+
+
+def _bilinear_axis(in_size: int, out_size: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Source indices and weights along one axis (half-pixel centres, clamped at the edges)."""
+    scale = torch.full((), in_size, dtype=torch.float32, device=device) / out_size
+    source = ((torch.arange(out_size, device=device, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    first = source.floor().to(torch.int64).clamp(max=in_size - 1)
+    second = (first + 1).clamp(max=in_size - 1)
+    far = source - first.to(torch.float32)
+    return first, second, 1 - far, far
 
 
 class DetectionTransform(nn.Module):
@@ -199,16 +233,15 @@ class DetectionTransform(nn.Module):
         # DetDataPreprocessor._get_pad_shape: each image's own size rounded up to the divisor
         # (https://github.com/open-mmlab/mmdetection/blob/v3.3.0/mmdet/models/data_preprocessors/data_preprocessor.py#L151-L165).
         divisor = self.size_divisor
-        return (int(math.ceil(size[0] / divisor) * divisor), int(math.ceil(size[1] / divisor) * divisor))
+        return ((size[0] + divisor - 1) // divisor * divisor, (size[1] + divisor - 1) // divisor * divisor)
 
     def _pad(self, images: list[Tensor]) -> Tensor:
         divisor = self.size_divisor
-        height = int(math.ceil(max(i.shape[1] for i in images) / divisor) * divisor)
-        width = int(math.ceil(max(i.shape[2] for i in images) / divisor) * divisor)
-        batch = images[0].new_zeros((len(images), 3, height, width))
-        for slot, image in zip(batch, images):
-            slot[:, : image.shape[1], : image.shape[2]].copy_(image)
-        return batch
+        # Integer ceiling (no float): exact, and free of guards when sizes are symbolic.
+        height = (functools.reduce(torch.sym_max, (i.shape[1] for i in images)) + divisor - 1) // divisor * divisor
+        width = (functools.reduce(torch.sym_max, (i.shape[2] for i in images)) + divisor - 1) // divisor * divisor
+        # Zero padding bottom/right (after normalisation, as DetDataPreprocessor pads).
+        return torch.stack([F.pad(image, (0, width - image.shape[2], 0, height - image.shape[1])) for image in images])
 
 
 def _resize_target(target: dict[str, Tensor], meta: ImageMeta) -> dict[str, Tensor]:
@@ -221,6 +254,24 @@ def _resize_target(target: dict[str, Tensor], meta: ImageMeta) -> dict[str, Tens
         resized = F.interpolate(masks[:, None].float(), size=meta.img_shape, mode="nearest")[:, 0]
         target["masks"] = resized.to(masks.dtype)
     return target
+
+
+def scale_vector(meta: ImageMeta, like: Tensor, *, reciprocal: bool = False) -> Tensor:
+    """``[sx, sy, sx, sy]`` (or their reciprocals) as a float32 tensor on ``like``'s device.
+
+    Eager: MMDetection's numbers, computed in double precision and rounded once. Under
+    torch.export the sizes are symbolic, so the factors are computed in the graph instead (a
+    Python float would freeze the example image's scale into it).
+    """
+    if torch.compiler.is_exporting():
+        (height, width), (new_height, new_width) = meta.ori_shape, meta.img_shape
+        one = like.new_ones((), dtype=torch.float32)
+        sx, sy = one * new_width / width, one * new_height / height
+        vector = torch.stack([sx, sy, sx, sy])
+        return 1 / vector if reciprocal else vector
+    sx, sy = meta.scale_factor
+    values = [1 / sx, 1 / sy, 1 / sx, 1 / sy] if reciprocal else [sx, sy, sx, sy]
+    return like.new_tensor(values, dtype=torch.float32)
 
 
 def binary_masks(masks: Tensor, threshold: float = DEFAULT_SETTINGS.mask_thresh) -> Tensor:
@@ -284,6 +335,11 @@ def paste_masks(
         view = out[:, 0]
     else:
         out = view = torch.zeros((count, height, width), dtype=torch.bool, device=masks.device)
+    if torch.compiler.is_exporting():
+        # No data-dependent sizes in an exported graph: one sampling over the whole image, each
+        # instance zeroed outside its own region (the same values as the paths below).
+        pasted = _within_regions(_sample(masks, boxes, 0, 0, width, height), _paste_regions(boxes, height, width), 0, 0)
+        return pasted[:, None] if threshold is None else pasted >= threshold
     if count == 0:
         return out
     regions = _paste_regions(boxes, height, width)
@@ -298,18 +354,23 @@ def paste_masks(
     for chunk in _chunks(regions, chunk_elements):
         x0, y0 = (int(v) for v in regions[chunk, :2].amin(dim=0))
         x1, y1 = (int(v) for v in regions[chunk, 2:].amax(dim=0))
-        pasted = _sample(masks[chunk], boxes[chunk], x0, y0, x1, y1)
-        cols = torch.arange(x0, x1, device=masks.device)
-        rows = torch.arange(y0, y1, device=masks.device)
-        inside = (
-            (rows[None, :, None] >= regions[chunk, 1, None, None])
-            & (rows[None, :, None] < regions[chunk, 3, None, None])
-            & (cols[None, None, :] >= regions[chunk, 0, None, None])
-            & (cols[None, None, :] < regions[chunk, 2, None, None])
-        )
-        pasted = torch.where(inside, pasted, pasted.new_zeros(()))
+        pasted = _within_regions(_sample(masks[chunk], boxes[chunk], x0, y0, x1, y1), regions[chunk], x0, y0)
         view[chunk, y0:y1, x0:x1] = pasted if threshold is None else pasted >= threshold
     return out
+
+
+def _within_regions(pasted: Tensor, regions: Tensor, x0: int, y0: int) -> Tensor:
+    """``pasted`` (n, h, w), sampled over a region starting at (x0, y0), zeroed outside each
+    instance's own region."""
+    rows = torch.arange(pasted.shape[1], device=pasted.device) + y0
+    cols = torch.arange(pasted.shape[2], device=pasted.device) + x0
+    inside = (
+        (rows[None, :, None] >= regions[:, 1, None, None])
+        & (rows[None, :, None] < regions[:, 3, None, None])
+        & (cols[None, None, :] >= regions[:, 0, None, None])
+        & (cols[None, None, :] < regions[:, 2, None, None])
+    )
+    return torch.where(inside, pasted, pasted.new_zeros(()))
 
 
 def _paste_regions(boxes: Tensor, height: int, width: int) -> Tensor:

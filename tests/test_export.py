@@ -1,0 +1,132 @@
+"""Export: torch.export programs and ONNX graphs (onnxruntime) equal the eager detectors.
+
+Each architecture is exported once (the ONNX graph is made from the same program); the images
+cover a landscape, a portrait and an image that needs no resize at the export's image scale,
+and their sizes are not the one used while exporting (the graphs are dynamic).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import wszoo
+from wszoo.cli import main
+from wszoo.export import ExportedDetector, OnnxDetector, export_onnx, export_program, save_program
+
+pytestmark = pytest.mark.slow
+
+SCALE = (320, 256)
+IMAGES = [(200, 300), (300, 200), (256, 320), (97, 413)]  # landscape, portrait, no resize, thin
+
+
+def stand_in(name: str, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = wszoo.get_model(name, resize_backend="torch", image_scale=SCALE, **kwargs).eval()
+    with torch.no_grad():  # spread the scores so that many detections pass the threshold
+        model.roi_heads.box_predictor.cls_score.weight.mul_(20)
+    return model
+
+
+def image(shape: tuple[int, int]) -> torch.Tensor:
+    g = torch.Generator().manual_seed(shape[0] * 7 + shape[1])
+    small = torch.randint(0, 256, (3, shape[0] // 8 + 1, shape[1] // 8 + 1), generator=g).float()
+    return torch.nn.functional.interpolate(small[None], size=shape, mode="bilinear")[0].round().to(torch.uint8)
+
+
+def assert_same_detections(got: dict, want: dict) -> None:
+    assert len(want["boxes"]) > 0
+    assert torch.equal(got["labels"], want["labels"])
+    assert got["boxes"].dtype == torch.float32 and got["scores"].dtype == torch.float32
+    assert got["labels"].dtype == torch.int64
+    assert float((got["boxes"] - want["boxes"]).abs().max()) <= 1e-3
+    assert float((got["scores"] - want["scores"]).abs().max()) <= 1e-4
+    if "masks" in want:
+        assert got["masks"].dtype == want["masks"].dtype and got["masks"].shape == want["masks"].shape
+        union = (got["masks"] | want["masks"]).flatten(1).sum(1)
+        inter = (got["masks"] & want["masks"]).flatten(1).sum(1)
+        assert float(inter.sum()) / max(float(union.sum()), 1.0) >= 0.999
+        shown = union > 0
+        assert bool((inter[shown].float() / union[shown].float() >= 0.99).all())
+
+
+# The R-50s take minutes to export on a 2-core CPU: opt-in (WSZOO_EXPORT_R50=1), run for the README's figures.
+R50 = pytest.mark.skipif(os.environ.get("WSZOO_EXPORT_R50") != "1", reason="set WSZOO_EXPORT_R50=1 to export the R-50s")
+ARCHITECTURES = [
+    "faster_rcnn_r18_fpn_gn_ws",
+    "mask_rcnn_r18_fpn_gn_ws",
+    pytest.param("faster_rcnn_r50_fpn_gn_ws_all_1x_coco", marks=R50),
+    pytest.param("mask_rcnn_r50_fpn_gn_ws_all_2x_coco", marks=R50),
+]
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def exported(request, tmp_path_factory):
+    name = request.param
+    model = stand_in(name, mask_format="bool")
+    program = export_program(model)
+    folder = tmp_path_factory.mktemp(name)
+    onnx_path = export_onnx(program, folder / "model.onnx")
+    pt2 = save_program(program, folder / "model.pt2")
+    return model, ExportedDetector(pt2), OnnxDetector(onnx_path)
+
+
+def test_exported_graphs_equal_the_eager_model(exported):
+    model, program, onnx = exported
+    for shape in IMAGES:
+        with torch.no_grad():
+            want = model([image(shape)])[0]
+        assert_same_detections(program([image(shape)])[0], want)
+        assert_same_detections(onnx(image(shape))[0], want)
+
+
+def test_export_leaves_the_model_as_it_was(exported):
+    model, _, _ = exported
+    assert model.transform.resize_backend == "torch"
+    assert any(isinstance(m, wszoo.modeling.layers.WSConv2d) for m in model.modules())
+
+
+def test_exported_graph_has_no_weight_statistics(exported):
+    _, program, _ = exported
+    targets = {str(node.target) for node in program.module.graph.nodes if node.op == "call_function"}
+    assert not {t for t in targets if "std" in t or "var" in t}, "weight standardization was not folded"
+
+
+def test_cli_export_of_probability_masks(tmp_path: Path):
+    out = tmp_path / "mask.pt2"
+    assert (
+        main(
+            [
+                "export",
+                "mask_rcnn_r18_fpn_gn_ws",
+                "--weights",
+                "none",
+                "--format",
+                "torch-export",
+                "--output",
+                str(out),
+                "--image-scale",
+                "320x256",
+                "--mask-format",
+                "probs",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    detector = ExportedDetector(out)
+    result = detector([image((200, 300))])[0]
+    assert result["masks"].dtype == torch.float32 and result["masks"].shape[1:] == (1, 200, 300)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        detector([image((200, 300)).float()])
+
+
+def test_an_image_without_detections_gives_empty_outputs():
+    model = stand_in("faster_rcnn_r18_fpn_gn_ws", score_thresh=1.0)  # no score passes: NMS gets nothing
+    detector = ExportedDetector(export_program(model))
+    result = detector([image((200, 300)), image((300, 200))])
+    assert [tuple(r["boxes"].shape) for r in result] == [(0, 4), (0, 4)]
+    assert result[0]["labels"].dtype == torch.int64
