@@ -104,7 +104,7 @@ def save_program(program: ExportedProgram, path: Union[str, os.PathLike]) -> Pat
     """Writes an exported program as ``.pt2``, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)  # torch.export.save wants a .pt2 name
     try:
         torch.export.save(program, tmp)
         os.replace(tmp, path)
