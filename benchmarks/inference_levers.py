@@ -252,12 +252,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     parser.add_argument("--no-torchvision", action="store_true", help="skip torchvision's v2 baseline")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--paste-only", action="store_true", help="only the mask-pasting comparison")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print_environment({"device": args.device})
     paste_benchmark(args)
-    for name in args.models:
+    for name in [] if args.paste_only else args.models:
         levers(name, args)
 
 

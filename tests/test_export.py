@@ -7,7 +7,6 @@ and their sizes are not the one used while exporting (the graphs are dynamic).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -71,13 +70,12 @@ def assert_same_detections(
         assert bool((inter[shown].float() / union[shown].float() >= 0.99).all())
 
 
-# The R-50s take minutes to export on a 2-core CPU: opt-in (WSZOO_EXPORT_R50=1), run for the README's figures.
-R50 = pytest.mark.skipif(os.environ.get("WSZOO_EXPORT_R50") != "1", reason="set WSZOO_EXPORT_R50=1 to export the R-50s")
+# One R-50 per head type as well: about 70 s to export each on a 2-core CPU.
 ARCHITECTURES = [
     "faster_rcnn_r18_fpn_gn_ws",
     "mask_rcnn_r18_fpn_gn_ws",
-    pytest.param("faster_rcnn_r50_fpn_gn_ws_all_1x_coco", marks=R50),
-    pytest.param("mask_rcnn_r50_fpn_gn_ws_all_2x_coco", marks=R50),
+    "faster_rcnn_r50_fpn_gn_ws_all_1x_coco",
+    "mask_rcnn_r50_fpn_gn_ws_all_2x_coco",
 ]
 
 
