@@ -34,7 +34,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     weights, spec = trained_weights(entry, weights) if weights is not None else (None, None)
     settings = spec_settings(spec)
     # Below the model's threshold the model must keep low scores too; above it, they are filtered.
-    build: dict = dict(score_thresh=min(args.score_threshold, settings.score_thresh))
+    # Binary masks are all predict draws and writes: MMDetection's bool masks are the cheapest form.
+    build: dict = dict(score_thresh=min(args.score_threshold, settings.score_thresh), mask_format="bool")
     if args.image_scale is not None:  # given explicitly: wins over the weights' own
         build["image_scale"] = tuple(args.image_scale)
     model = get_model(entry.name, weights=weights, progress=not args.quiet, **build)

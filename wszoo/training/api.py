@@ -148,7 +148,8 @@ def run_eval(
     """
 
     device_ = dist_utils.init_from_env(device)
-    build_kwargs = dict(build_kwargs or {})
+    # COCO's mask AP needs only binary masks: MMDetection's bool masks are the cheapest form.
+    build_kwargs = {"mask_format": "bool", **(build_kwargs or {})}
     if checkpoint is not None and not str(checkpoint).endswith(".safetensors"):  # a resumable last.pth
         net, spec = load_trained(checkpoint, model=model, **build_kwargs)
         classes = spec.get("classes") or None
