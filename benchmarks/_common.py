@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -90,3 +91,12 @@ def _numeric(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """An argparse type for ``HxW`` sizes, e.g. ``512x768``."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 512x768, got {text!r}") from None
+    return height, width

@@ -19,15 +19,10 @@ import time
 from pathlib import Path
 
 import torch
-from _common import median, print_environment, print_table
+from _common import median, parse_size, print_environment, print_table
 
 import wszoo
 from wszoo.export import OnnxDetector, export_onnx
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    height, width = (int(v) for v in text.lower().split("x"))
-    return height, width
 
 
 def image(shape: tuple[int, int], seed: int) -> torch.Tensor:

@@ -35,19 +35,11 @@ import time
 from pathlib import Path
 
 import torch
-from _common import median, print_environment, print_table
+from _common import median, parse_size, print_environment, print_table
 
 import wszoo
 from wszoo.modeling.layers import fold_weight_standardization
 from wszoo.modeling.transforms import paste_masks
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 512x768, got {text!r}") from None
-    return height, width
 
 
 def stand_in(name: str, image_scale: tuple[int, int], device: str, seed: int) -> torch.nn.Module:

@@ -24,15 +24,7 @@ import argparse
 import os
 
 import torch
-from _common import median, print_environment, print_table, timed
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 512x768, got {text!r}") from None
-    return height, width
+from _common import median, parse_size, print_environment, print_table, timed
 
 
 def main() -> None:

@@ -142,7 +142,6 @@ def _detector(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optiona
 
 
 def _backbone(entry: ZooEntry, resolved, *, progress: bool, num_classes: Optional[int]) -> nn.Module:
-
     state_dict = load_state_dict(entry, resolved, progress=progress) if resolved is not None else None
     if state_dict is not None and num_classes is None and "fc.weight" in state_dict:
         num_classes = state_dict["fc.weight"].shape[0]  # keep the checkpoint's ImageNet classifier

@@ -7,20 +7,11 @@ import argparse
 from ..builders import get_model
 from ..export import DEFAULT_OPSET, export_onnx, export_program, save_program
 from ..registry import get_entry
+from .arguments import image_scale
 
 __all__ = ["register"]
 
 FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
-
-
-def _scale(text: str) -> tuple[int, int]:
-    try:
-        long_side, short_side = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LONGxSHORT, e.g. 1333x800, got {text!r}") from None
-    if long_side <= 0 or short_side <= 0:
-        raise argparse.ArgumentTypeError(f"both sides must be positive, got {text!r}")
-    return long_side, short_side
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -59,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument(
         "--image-scale",
-        type=_scale,
+        type=image_scale,
         metavar="LONGxSHORT",
         help="keep-ratio resize inside the graph (default: the model's, 1333x800)",
     )

@@ -21,7 +21,6 @@ __all__ = ["register"]
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-
     entry = get_entry(args.model)
     if entry.task == "backbone":
         raise ValueError(
@@ -60,7 +59,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-
     info = push_to_hub(
         args.name,
         repo_id=args.repo_id,

@@ -47,7 +47,6 @@ def _cache_dir(args) -> Optional[Path]:
 
 
 def _cmd_download(args) -> int:
-
     for name in args.names:
         entry = _with_weights(name)
         path = download(
@@ -71,7 +70,6 @@ def _with_weights(name: str) -> ZooEntry:
 
 
 def _verify_targets(args) -> list[tuple[Path, Optional[ZooEntry]]]:
-
     cache = _cache_dir(args) or default_cache_dir()
     if args.all:
         return [(cache / e.file_name, e) for e in entries() if e.has_weights and (cache / e.file_name).is_file()]
@@ -85,7 +83,6 @@ def _verify_targets(args) -> list[tuple[Path, Optional[ZooEntry]]]:
 
 
 def _cmd_verify(args) -> int:
-
     failed = 0
     targets = _verify_targets(args)
     if not targets:
@@ -121,7 +118,6 @@ def _verify_one(path: Path, entry: ZooEntry) -> tuple[bool, str]:
 
 
 def _cmd_import(args) -> int:
-
     source = Path(args.file)
     if not source.is_file():
         raise ValueError(f"{source} is not a file")
@@ -146,7 +142,6 @@ def _cmd_import(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-
     entry, report = convert_file(args.source, args.destination, model=args.model, report=args.report)
     print(f"converted {args.source} ({entry.name}, {len(report.mappings)} tensors) -> {args.destination}")
     return 0

@@ -48,7 +48,6 @@ PathLike = Union[str, Path]
 
 
 def _coco_detection_class():
-
     class _TensorCocoDetection(CocoDetection):
         """``CocoDetection`` that decodes images to uint8 RGB tensors instead of PIL images."""
 
