@@ -100,7 +100,8 @@ def _make_enum(entry: ZooEntry) -> type[WeightsEnum]:
     return cls
 
 
-_ENUMS: dict[str, type[WeightsEnum]] = {entry.name: _make_enum(entry) for entry in ENTRIES}
+# Keyed by the entry itself: an entry registered at run time under a name gets its own enum.
+_ENUMS: dict[ZooEntry, type[WeightsEnum]] = {entry: _make_enum(entry) for entry in ENTRIES}
 _BY_CLASS_NAME: dict[str, type[WeightsEnum]] = {cls.__name__: cls for cls in _ENUMS.values()}
 
 
@@ -129,9 +130,9 @@ def get_model_weights(name: Union[str, Callable[..., Any]]) -> type[WeightsEnum]
     if callable(name) and not isinstance(name, str):
         name = getattr(name, "__name__", repr(name))
     entry = get_entry(name)
-    if entry.name not in _ENUMS:  # registered at run time (tests, experiments)
-        _ENUMS[entry.name] = _make_enum(entry)
-    return _ENUMS[entry.name]
+    if entry not in _ENUMS:  # registered at run time (tests, experiments)
+        _ENUMS[entry] = _make_enum(entry)
+    return _ENUMS[entry]
 
 
 _QUALIFIED = re.compile(r"(?P<owner>.+)\.(?P<member>[A-Z][A-Z0-9_]*)")

@@ -49,7 +49,7 @@ from .download import (
 )
 from .hf_load import HubWeights, fetch, published_from_hub
 from .hf_load import load_state_dict as load_from_hub
-from .pretrained import WeightsEnum, entry_of, get_model_weights, get_weight
+from .pretrained import WeightsEnum, entry_of, get_weight
 
 __all__ = [
     "WeightsArg",
@@ -72,11 +72,16 @@ _MEMBER = re.compile(r"[A-Z][A-Z0-9_]*")
 
 def means_default(entry: ZooEntry, weights: WeightsArg) -> bool:
     """Whether ``weights`` asks for ``entry``'s own published weights (what ``pretrained=True`` means):
-    ``"DEFAULT"``, the entry itself, or a member of its weights enum (or its name)."""
+    ``"DEFAULT"``, the entry itself, or a member of its weights enum (or the member's name)."""
+    if isinstance(weights, str):
+        if weights == "DEFAULT":
+            return True
+        try:
+            weights = _named_weights(entry, weights)
+        except (ValueError, KeyError):  # names no member (UnknownModelError is a KeyError)
+            return False
     if isinstance(weights, WeightsEnum):
         return entry_of(weights) == entry
-    if isinstance(weights, str) and (weights == "DEFAULT" or weights in get_model_weights(entry.name).__members__):
-        return True
     return weights is entry
 
 

@@ -32,7 +32,7 @@ def to_image_tensor(image: Any) -> Tensor:
         ValueError: For a shape that is not an image.
     """
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        image = np.array(image.convert("RGB"))  # a writable copy
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise TypeError(f"expected a uint8 array (0..255), got {image.dtype}; convert it with .astype(np.uint8)")
@@ -40,6 +40,8 @@ def to_image_tensor(image: Any) -> Tensor:
             image = image[:, :, None]
         if image.ndim != 3 or image.shape[2] not in (1, 3):
             raise ValueError(f"expected an (H, W, 3) RGB or (H, W) grayscale array, got shape {image.shape}")
+        if not image.flags.writeable:  # torch.from_numpy shares memory and would warn
+            image = image.copy()
         image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     if not isinstance(image, Tensor):
         raise TypeError(f"expected a PIL image, a numpy array or a tensor, got {type(image).__name__}")
