@@ -17,11 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 
+import wszoo
 from wszoo.registry import get_entry, list_models
+from wszoo.zoo import ENTRIES
 
 REPO = Path(__file__).resolve().parent.parent
 HUB_REPO = "wszoo-test/wszoo:main"
 TINY = "faster_rcnn_r18_fpn_gn_ws"
+# torch.hub finds an entry point by `name in dir(hubconf)`, so the MMDetection aliases are listed too.
+ALIASES = sorted(a for e in ENTRIES for a in (e.mmdet_v2_config, e.mmdet_v3_config) if a)
 
 
 @pytest.fixture
@@ -58,11 +62,21 @@ def test_importing_hubconf_needs_no_optional_dependency():
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["heavy"] == [], f"importing hubconf imported {report['heavy']}"
-    assert report["names"] == sorted(list_models())
+    assert report["names"] == sorted(list_models() + ALIASES)
 
 
-def test_hub_list_equals_registry(hub_checkout: str, no_network: None):
-    assert sorted(torch.hub.list(hub_checkout, trust_repo=True, verbose=False)) == sorted(list_models())
+def test_hub_list_is_the_registry_and_the_mmdet_aliases(hub_checkout: str, no_network: None):
+    listed = sorted(torch.hub.list(hub_checkout, trust_repo=True, verbose=False))
+    assert listed == sorted(list_models() + ALIASES)
+    assert len(ALIASES) == 24 and "mask_rcnn_r50_fpn_gn_ws-all_2x_coco" in listed
+
+
+@pytest.mark.parametrize("alias", ["mask_rcnn_r50_fpn_gn_ws-all_2x_coco", "mask-rcnn_r50_fpn_gn-ws-all_2x_coco"])
+def test_hub_help_of_an_alias_is_the_builders_docstring(hub_checkout: str, no_network: None, alias: str):
+    doc = torch.hub.help(hub_checkout, alias, trust_repo=True)
+    assert doc == wszoo.mask_rcnn_r50_fpn_gn_ws_all_2x_coco.__doc__
+    assert "box AP 40.6, mask AP 36.6" in doc and "score_thresh:" in doc
+    assert "MaskRcnnR50FpnGnWsAll2xCoco_Weights.COCO_V1" in doc
 
 
 @pytest.mark.parametrize(
@@ -90,6 +104,17 @@ def test_hub_load_builds_without_network(isolated: Path, no_network: None):
     assert not cache.exists() or not any(cache.iterdir()), "building without weights wrote to the cache"
 
 
+@pytest.mark.parametrize("alias", ["faster_rcnn_r50_fpn_gn_ws-all_1x_coco", "faster-rcnn_r50_fpn_gn-ws-all_1x_coco"])
+def test_hub_load_an_mmdet_alias_builds_its_entry(isolated: Path, no_network: None, alias: str):
+    with torch.device("meta"):  # an R-50 without memory or initialisation cost
+        model = torch.hub.load(str(REPO), alias, source="local", trust_repo=True, score_thresh=0.3)
+    assert isinstance(model, wszoo.modeling.detector.WSRCNN)
+    assert model.roi_heads.score_thresh == 0.3
+    assert model.weights is None and model.meta["weights"] is None
+    assert sum(p.numel() for p in model.parameters()) == get_entry(alias).num_params == model.meta["num_params"]
+    assert model.pretrained_cfg["architecture"] == "faster_rcnn_r50_fpn_gn_ws_all_1x_coco"
+
+
 def test_hub_load_default_weights_of_an_entry_without_weights(isolated: Path, no_network: None):
     with pytest.raises(ValueError, match=f"{TINY} has no published weights.*weights=None"):
         torch.hub.load(str(REPO), TINY, source="local", weights="DEFAULT")
@@ -100,6 +125,8 @@ def test_hub_load_default_weights_of_an_entry_without_weights(isolated: Path, no
 def test_hub_load_pretrained_and_weights_contradict(isolated: Path, no_network: None):
     with pytest.raises(ValueError, match="either pretrained=True or weights=.*'X'"):
         torch.hub.load(str(REPO), "mask_rcnn_r50_fpn_gn_ws_all_2x_coco", source="local", pretrained=True, weights="X")
+    with pytest.raises(ValueError, match="either pretrained=True or weights=.*weights=None was given"):
+        torch.hub.load(str(REPO), "mask-rcnn_r50_fpn_gn-ws-all_2x_coco", source="local", pretrained=True, weights=None)
 
 
 def test_hub_load_unknown_entry_point(isolated: Path):

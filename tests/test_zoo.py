@@ -199,8 +199,8 @@ def test_builders_and_entries_are_one_to_one():
         for n, f in vars(builders).items()
         if inspect.isfunction(f) and f.__module__ == builders.__name__ and not n.startswith("_")
     }
-    # get_model / get_model_info are the two lookups by name, exported by the package root only.
-    assert public_functions == set(names) | {"get_model", "get_model_info"}
+    # The lookups by name, exported by the package root only, and the hub aliases of hubconf.py.
+    assert public_functions == set(names) | {"get_model", "get_model_info", "get_model_meta", "hub_aliases"}
     assert set(wszoo.__all__) >= set(names) | {"get_model", "get_model_info"}
 
 
@@ -211,11 +211,15 @@ def _load_hubconf():
     return module
 
 
-def test_hubconf_entry_points_equal_registry():
+def test_hubconf_entry_points_equal_registry_and_its_mmdet_aliases():
     hubconf = _load_hubconf()
     callables = {n for n in dir(hubconf) if not n.startswith("_") and callable(getattr(hubconf, n))}
     assert "dependencies" not in callables
-    assert callables == set(list_models())
+    aliases = {a for e in ENTRIES for a in (e.mmdet_v2_config, e.mmdet_v3_config) if a}
+    assert callables == set(list_models()) | aliases
+    for entry in ENTRIES:
+        for alias in (entry.mmdet_v2_config, entry.mmdet_v3_config):
+            assert alias is None or getattr(hubconf, alias) is getattr(builders, entry.name)
     assert set(hubconf.dependencies) >= {"torch", "torchvision"}
 
 

@@ -12,7 +12,9 @@ Subpackages, data flowing one way (each imports only those above it):
 * :mod:`wszoo.modeling`: layers, backbone, anchors, RPN, RoI heads, box ops, transforms, detector;
 * :mod:`wszoo.checkpoint_io` and :mod:`wszoo.conversion`: safe checkpoint files; MMDetection keys
   to ours; :mod:`wszoo.model_spec`: what weights written by training record about themselves;
-* :mod:`wszoo.hub`: what ``weights=`` means, verified downloads, the Hugging Face Hub;
+* :mod:`wszoo.meta`: an entry's metadata as data (``Weights.meta``, ``pretrained_cfg``);
+* :mod:`wszoo.hub`: what ``weights=`` means, weights objects (:mod:`wszoo.hub.pretrained`),
+  verified downloads, the Hugging Face Hub;
 * :mod:`wszoo.builders`: one builder per zoo entry;
 * :mod:`wszoo.training`, :mod:`wszoo.inference` and :mod:`wszoo.export`: what users do with built
   models;
@@ -24,9 +26,10 @@ from __future__ import annotations
 from . import _deprecated, builders
 from ._version import __version__
 from .builders import *  # noqa: F403 - one builder per zoo entry
-from .builders import get_model, get_model_info
+from .builders import get_model, get_model_info, get_model_meta
 from .coco import COCO_CATEGORY_IDS, COCO_CLASSES
 from .export import export_onnx
+from .hub.pretrained import Weights, WeightsEnum, get_model_weights, get_weight
 from .registry import UnknownModelError, get_entry, list_models
 from .settings import DEFAULT_SETTINGS, InferenceSettings
 from .zoo import ENTRIES, ZooEntry
@@ -40,11 +43,16 @@ __all__ = [
     "ENTRIES",
     "InferenceSettings",
     "UnknownModelError",
+    "Weights",
+    "WeightsEnum",
     "ZooEntry",
     "export_onnx",
     "get_entry",
     "get_model",
     "get_model_info",
+    "get_model_meta",
+    "get_model_weights",
+    "get_weight",
     "list_models",
     "__version__",
     *builders.__all__,

@@ -105,6 +105,7 @@ def list_models(
     task: Optional[str] = None,
     backbone: Optional[str] = None,
     has_weights: Optional[bool] = None,
+    pretrained: bool = False,
 ) -> list[str]:
     """Names of zoo models, in table order.
 
@@ -114,9 +115,15 @@ def list_models(
         task: ``"object_detection"``, ``"instance_segmentation"`` or ``"backbone"``.
         backbone: Published backbone name, case-insensitive, wildcards allowed (``"X-101*"``).
         has_weights: Keep only entries with (True) or without (False) published weights.
+        pretrained: True keeps only entries with published weights (timm's ``list_models``
+            argument; the same as ``has_weights=True``).
     """
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if pretrained:
+        if has_weights is False:
+            raise ValueError("pretrained=True and has_weights=False contradict each other; pass one of them")
+        has_weights = True
     return [e.name for e in _select(entries(), include, exclude, task, backbone, has_weights)]
 
 

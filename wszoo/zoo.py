@@ -68,6 +68,11 @@ class ZooEntry:
             digits instead of the prefix in the file name.
         max_bytes: The most bytes a download of the checkpoint may take (default:
             :data:`wszoo.hub.download.DEFAULT_MAX_BYTES`); a source sending more is cut off.
+        num_params: Parameters of the model the builder returns with its defaults (detectors
+            with 81 classes, backbones without a classifier); counted by ``tools/model_stats.py``.
+        gflops: Multiply-adds x 1e-9 (torchvision's ``_ops`` convention) of the convolutions and
+            matrix products at one 800x1216 image (detectors) or 224x224 image (backbones); what
+            is counted is defined in ``tools/model_stats.py``, which computes it.
     """
 
     name: str
@@ -92,6 +97,8 @@ class ZooEntry:
     hf_repo: Optional[str] = None
     sha256: Optional[str] = None
     max_bytes: Optional[int] = None
+    num_params: Optional[int] = None
+    gflops: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.sha256 is not None:
@@ -151,6 +158,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "faster_rcnn_r50_fpn_gn_ws_all_1x_coco",
         arch=DetectorArch(depth=50),
         backbone="R-50-FPN",
+        num_params=43070948,
+        gflops=311.29,
         lr_schedule="1x",
         train_mem_gb=5.9,
         inf_fps=11.7,
@@ -166,6 +175,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "faster_rcnn_r101_fpn_gn_ws_all_1x_coco",
         arch=DetectorArch(depth=101),
         backbone="R-101-FPN",
+        num_params=62063076,
+        gflops=383.262,
         lr_schedule="1x",
         train_mem_gb=8.9,
         inf_fps=9.0,
@@ -181,6 +192,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "faster_rcnn_x50_32x4d_fpn_gn_ws_all_1x_coco",
         arch=DetectorArch(depth=50, groups=32, base_width=4),
         backbone="X-50-32x4d-FPN",
+        num_params=42542820,
+        gflops=314.029,
         lr_schedule="1x",
         train_mem_gb=7.0,
         inf_fps=10.3,
@@ -196,6 +209,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "faster_rcnn_x101_32x4d_fpn_gn_ws_all_1x_coco",
         arch=DetectorArch(depth=101, groups=32, base_width=4),
         backbone="X-101-32x4d-FPN",
+        num_params=61691620,
+        gflops=386.53,
         lr_schedule="1x",
         train_mem_gb=10.8,
         inf_fps=7.6,
@@ -211,6 +226,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "mask_rcnn_r50_fpn_gn_ws_all_2x_coco",
         arch=DetectorArch(depth=50, with_mask=True),
         backbone="R-50-FPN",
+        num_params=45715509,
+        gflops=364.296,
         lr_schedule="2x",
         train_mem_gb=7.3,
         inf_fps=10.5,
@@ -226,6 +243,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "mask_rcnn_r101_fpn_gn_ws_all_2x_coco",
         arch=DetectorArch(depth=101, with_mask=True),
         backbone="R-101-FPN",
+        num_params=64707637,
+        gflops=436.268,
         lr_schedule="2x",
         train_mem_gb=10.3,
         inf_fps=8.6,
@@ -241,6 +260,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "mask_rcnn_x50_32x4d_fpn_gn_ws_all_2x_coco",
         arch=DetectorArch(depth=50, groups=32, base_width=4, with_mask=True),
         backbone="X-50-32x4d-FPN",
+        num_params=45187381,
+        gflops=367.035,
         lr_schedule="2x",
         train_mem_gb=8.4,
         inf_fps=9.3,
@@ -256,6 +277,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "mask_rcnn_x101_32x4d_fpn_gn_ws_all_2x_coco",
         arch=DetectorArch(depth=101, groups=32, base_width=4, with_mask=True),
         backbone="X-101-32x4d-FPN",
+        num_params=64336181,
+        gflops=439.536,
         lr_schedule="2x",
         train_mem_gb=12.2,
         inf_fps=7.1,
@@ -271,6 +294,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "mask_rcnn_r50_fpn_gn_ws_all_20_23_24e_coco",
         arch=DetectorArch(depth=50, with_mask=True),
         backbone="R-50-FPN",
+        num_params=45715509,
+        gflops=364.296,
         lr_schedule="20-23-24e",
         train_mem_gb=7.3,
         inf_fps=None,
@@ -286,6 +311,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "mask_rcnn_r101_fpn_gn_ws_all_20_23_24e_coco",
         arch=DetectorArch(depth=101, with_mask=True),
         backbone="R-101-FPN",
+        num_params=64707637,
+        gflops=436.268,
         lr_schedule="20-23-24e",
         train_mem_gb=10.3,
         inf_fps=None,
@@ -301,6 +328,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "mask_rcnn_x50_32x4d_fpn_gn_ws_all_20_23_24e_coco",
         arch=DetectorArch(depth=50, groups=32, base_width=4, with_mask=True),
         backbone="X-50-32x4d-FPN",
+        num_params=45187381,
+        gflops=367.035,
         lr_schedule="20-23-24e",
         train_mem_gb=8.4,
         inf_fps=None,
@@ -316,6 +345,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "mask_rcnn_x101_32x4d_fpn_gn_ws_all_20_23_24e_coco",
         arch=DetectorArch(depth=101, groups=32, base_width=4, with_mask=True),
         backbone="X-101-32x4d-FPN",
+        num_params=64336181,
+        gflops=439.536,
         lr_schedule="20-23-24e",
         train_mem_gb=12.2,
         inf_fps=None,
@@ -332,6 +363,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "resnet50_gn_ws",
         arch=ResNetArch(depth=50),
         backbone="R-50",
+        num_params=23508032,
+        gflops=4.087,
         normalization="GN+WS",
         openmmlab_key="open-mmlab://jhu/resnet50_gn_ws",
         model_url="https://download.openmmlab.com/pretrain/third_party/resnet50_gn_ws-15beedd8.pth",
@@ -340,6 +373,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "resnet101_gn_ws",
         arch=ResNetArch(depth=101),
         backbone="R-101",
+        num_params=42500160,
+        gflops=7.799,
         normalization="GN+WS",
         openmmlab_key="open-mmlab://jhu/resnet101_gn_ws",
         model_url="https://download.openmmlab.com/pretrain/third_party/resnet101_gn_ws-3e3c308c.pth",
@@ -348,6 +383,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "resnext50_32x4d_gn_ws",
         arch=ResNetArch(depth=50, groups=32, base_width=4),
         backbone="X-50-32x4d",
+        num_params=22979904,
+        gflops=4.228,
         normalization="GN+WS",
         openmmlab_key="open-mmlab://jhu/resnext50_32x4d_gn_ws",
         model_url="https://download.openmmlab.com/pretrain/third_party/resnext50_32x4d_gn_ws-0d87ac85.pth",
@@ -356,6 +393,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "resnext101_32x4d_gn_ws",
         arch=ResNetArch(depth=101, groups=32, base_width=4),
         backbone="X-101-32x4d",
+        num_params=42128704,
+        gflops=7.968,
         normalization="GN+WS",
         openmmlab_key="open-mmlab://jhu/resnext101_32x4d_gn_ws",
         model_url="https://download.openmmlab.com/pretrain/third_party/resnext101_32x4d_gn_ws-34ac1a9e.pth",
@@ -364,6 +403,8 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "resnext50_32x4d_gn",
         arch=ResNetArch(depth=50, groups=32, base_width=4, weight_standardization=False),
         backbone="X-50-32x4d",
+        num_params=22979904,
+        gflops=4.228,
         normalization="GN",
         openmmlab_key="open-mmlab://jhu/resnext50_32x4d_gn",
         model_url="https://download.openmmlab.com/pretrain/third_party/resnext50_32x4d_gn-c7e8b754.pth",
@@ -372,11 +413,25 @@ ENTRIES: tuple[ZooEntry, ...] = (
         "resnext101_32x4d_gn",
         arch=ResNetArch(depth=101, groups=32, base_width=4, weight_standardization=False),
         backbone="X-101-32x4d",
+        num_params=42128704,
+        gflops=7.968,
         normalization="GN",
         openmmlab_key="open-mmlab://jhu/resnext101_32x4d_gn",
         model_url="https://download.openmmlab.com/pretrain/third_party/resnext101_32x4d_gn-ac3bb84e.pth",
     ),
     # ---- small architectures without published weights, for tests and experiments ----
-    _detector("faster_rcnn_r18_fpn_gn_ws", arch=DetectorArch(depth=18), backbone="R-18-FPN"),
-    _detector("mask_rcnn_r18_fpn_gn_ws", arch=DetectorArch(depth=18, with_mask=True), backbone="R-18-FPN"),
+    _detector(
+        "faster_rcnn_r18_fpn_gn_ws",
+        arch=DetectorArch(depth=18),
+        backbone="R-18-FPN",
+        num_params=30002148,
+        gflops=261.607,
+    ),
+    _detector(
+        "mask_rcnn_r18_fpn_gn_ws",
+        arch=DetectorArch(depth=18, with_mask=True),
+        backbone="R-18-FPN",
+        num_params=32646709,
+        gflops=314.613,
+    ),
 )

@@ -162,6 +162,19 @@ def test_second_load_reads_only_the_converted_cache_which_is_also_a_weights_file
         assert_loaded(wszoo.get_model(NAME, weights=given), native_names(source))
 
 
+def test_a_weights_member_loads_the_published_weights_and_the_model_keeps_it(fake: ZooEntry, served, source):
+    server, _, digest = served
+    member = wszoo.get_model_weights(NAME).DEFAULT
+    assert member.name == "IMAGENET_V1" and member.url == fake.model_url
+    model = wszoo.get_model(NAME, weights=member, pretrained=True, progress=False)  # the same thing twice: fine
+    assert_loaded(model, native_names(source))
+    assert model.weights is member
+    assert model.meta["sha256"] == digest[:8] and model.meta["num_params"] == sum(p.numel() for p in model.parameters())
+    assert model.pretrained_cfg["tag"] == "imagenet_v1" and model.pretrained_cfg["url"] == fake.model_url
+    assert model.pretrained_cfg["num_classes"] == NUM_CLASSES
+    assert wszoo.get_model(NAME, weights="IMAGENET_V1").weights is member
+
+
 def test_wrong_hash_fails_and_caches_nothing(register_entry, served, cache: Path):
     server, path, digest = served
     wrong = f"{'0' if digest[0] != '0' else '1'}{digest[1:8]}"

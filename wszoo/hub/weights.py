@@ -1,6 +1,7 @@
 """Weights: what a ``weights=`` argument means, and getting a native state dict for it.
 
-``"DEFAULT"`` (or ``pretrained=True``) means the entry's published checkpoint: downloaded
+``"DEFAULT"`` (or ``pretrained=True``, or a member of the entry's weights enum, see
+:mod:`wszoo.hub.pretrained`) means the entry's published checkpoint: downloaded
 through :mod:`wszoo.hub.download` (mirrors, sha256 verification, cache), converted once, and cached
 as safetensors next to it, keyed by the source hash and the converter version. Later loads read
 only that safetensors file, after two cheap checks: its recorded digest (``<file>.sha256``, see
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Optional, Union
 
@@ -47,9 +49,11 @@ from .download import (
 )
 from .hf_load import HubWeights, fetch, published_from_hub
 from .hf_load import load_state_dict as load_from_hub
+from .pretrained import WeightsEnum, entry_of, get_weight
 
 __all__ = [
     "WeightsArg",
+    "means_default",
     "resolve_weights",
     "weights_file",
     "trained_weights",
@@ -61,18 +65,59 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-WeightsArg = Union[None, str, os.PathLike, ZooEntry]
+WeightsArg = Union[None, str, os.PathLike, ZooEntry, WeightsEnum]
+
+_MEMBER = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def means_default(entry: ZooEntry, weights: WeightsArg) -> bool:
+    """Whether ``weights`` asks for ``entry``'s own published weights (what ``pretrained=True`` means):
+    ``"DEFAULT"``, the entry itself, or a member of its weights enum (or the member's name)."""
+    if isinstance(weights, str):
+        if weights == "DEFAULT":
+            return True
+        try:
+            weights = _named_weights(entry, weights)
+        except (ValueError, KeyError):  # names no member (UnknownModelError is a KeyError)
+            return False
+    if isinstance(weights, WeightsEnum):
+        return entry_of(weights) == entry
+    return weights is entry
+
+
+def _named_weights(entry: ZooEntry, weights: str) -> Optional[WeightsEnum]:
+    """The enum member a string names (``"COCO_V1"``, ``"<model or enum>.COCO_V1"``), or None."""
+    if Path(weights).expanduser().exists():  # a file's name wins
+        return None
+    if _MEMBER.fullmatch(weights):
+        return get_weight(f"{entry.name}.{weights}")
+    if "." in weights and _MEMBER.fullmatch(weights.rsplit(".", 1)[1]):
+        return get_weight(weights)
+    return None
 
 
 def resolve_weights(entry: ZooEntry, weights: WeightsArg, *, pretrained: bool = False):
     """Turns ``weights`` / ``pretrained`` into None, a zoo entry (published weights), a file path, or a
-    :class:`wszoo.hub.hf_load.HubWeights` (``"hf-hub:ORG/REPO[@REVISION]"``)."""
-    if pretrained and weights not in (None, "DEFAULT"):
-        raise ValueError(f"pass either pretrained=True or weights=..., not both (got weights={weights!r})")
+    :class:`wszoo.hub.hf_load.HubWeights` (``"hf-hub:ORG/REPO[@REVISION]"``).
+
+    ``weights`` may be a member of a weights enum (``wszoo.get_model_weights(name).DEFAULT``) or
+    its name (``"COCO_V1"``, ``"<model>.COCO_V1"``): the published weights of that entry.
+    ``pretrained=True`` with ``weights=None`` means the published weights here; the builders
+    refuse an *explicit* ``weights=None`` with ``pretrained=True``.
+    """
+    if pretrained and weights is not None and not means_default(entry, weights):
+        raise ValueError(
+            f"pass either pretrained=True or weights=..., not both (got weights={_shown(weights)}); "
+            "pretrained=True means weights='DEFAULT'"
+        )
     if pretrained or weights == "DEFAULT":
         weights = entry
     if weights is None:
         return None
+    if isinstance(weights, str) and (named := _named_weights(entry, weights)) is not None:
+        weights = named
+    if isinstance(weights, WeightsEnum):
+        weights = entry_of(weights)
     if isinstance(weights, ZooEntry):
         if not weights.has_weights:
             raise ValueError(f"{weights.name} has no published weights; build it with weights=None")
@@ -86,10 +131,17 @@ def resolve_weights(entry: ZooEntry, weights: WeightsArg, *, pretrained: bool = 
         if path.is_file():
             return path
         raise ValueError(
-            f"weights={str(weights)!r} is neither 'DEFAULT', a zoo entry, nor an existing file; "
+            f"weights={str(weights)!r} is neither 'DEFAULT', a weights enum member, nor an existing file; "
             "pass weights='DEFAULT' for the published weights or the path of a .pth/.safetensors file"
         )
-    raise TypeError(f"weights must be None, 'DEFAULT', a ZooEntry or a file path, got {type(weights).__name__}")
+    raise TypeError(
+        "weights must be None, 'DEFAULT', a weights enum member (wszoo.get_model_weights(name).DEFAULT), "
+        f"a ZooEntry, a file path or 'hf-hub:ORG/REPO', got {type(weights).__name__}"
+    )
+
+
+def _shown(weights: WeightsArg) -> str:
+    return repr(weights) if isinstance(weights, WeightsEnum) else repr(str(weights) if weights is not None else None)
 
 
 def weights_file(entry: ZooEntry, resolved) -> Optional[Path]:
