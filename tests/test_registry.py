@@ -144,9 +144,23 @@ def test_list_models_filters_combine():
         assert fnmatch.fnmatchcase(name, "faster_rcnn_*_coco")
 
 
-@pytest.mark.parametrize("task", ["detection", "segmentation", "Backbone", ""])
+@pytest.mark.parametrize("task", ["detections", "segment", "backbones", ""])
 def test_invalid_task_is_rejected_with_the_valid_ones(task: str):
     with pytest.raises(ValueError) as info:
         list_models(task=task)
     for valid in TASKS:
         assert valid in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "alias, task",
+    [
+        ("detection", "object_detection"),
+        ("DET", "object_detection"),
+        ("instance-segmentation", "instance_segmentation"),
+        ("seg", "instance_segmentation"),
+        ("Backbone", "backbone"),
+    ],
+)
+def test_task_aliases_and_spellings(alias: str, task: str):
+    assert list_models(task=alias) == list_models(task=task) != []

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlsplit
@@ -17,12 +19,18 @@ import pytest
 from reference_data import backbones as reference_backbones
 
 import wszoo
-from wszoo import builders
+from wszoo import builders, readme
 from wszoo.arch import DetectorArch, ResNetArch
 from wszoo.registry import list_models
 from wszoo.zoo import ENTRIES, ZooEntry
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _env() -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+
+
 PUBLISHED = Path(__file__).resolve().parent / "data" / "published_gn_ws_table.md"
 
 DETECTORS = [e for e in ENTRIES if e.task != "backbone" and e.has_weights]
@@ -233,22 +241,14 @@ def test_builder_docstring_quotes_published_ap(entry: ZooEntry):
     assert entry.backbone in doc
 
 
-def _readme_tool():
-    spec = importlib.util.spec_from_file_location("readme_tool", REPO / "tools" / "readme.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_readme_model_table_and_layout_are_generated():
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    assert _readme_tool().render(text) == text, "README.md is stale: run `python tools/readme.py --write`"
+    assert readme.render(text) == text, "README.md is stale: run `python -m wszoo.readme --write`"
     for entry in ENTRIES:
         assert f"| {entry.name} |" in text
 
 
 def test_readme_render_replaces_a_stale_table_and_layout():
-    readme = _readme_tool()
     text = (REPO / "README.md").read_text(encoding="utf-8")
     stale = text.replace("| 39.7 |", "| 99.9 |", 1).replace("wszoo/modeling/rpn.py", "wszoo/heads.py", 1)
     assert stale != text
@@ -257,13 +257,37 @@ def test_readme_render_replaces_a_stale_table_and_layout():
         readme.render("# no markers here\n")
 
 
-def test_readme_tool_check_and_write(tmp_path: Path, capsys):
-    readme = _readme_tool()
+def test_readme_check_and_write(tmp_path: Path, capsys):
     copy = tmp_path / "README.md"
-    copy.write_text((REPO / "README.md").read_text(encoding="utf-8").replace("| 39.7 |", "| 99.9 |", 1))
+    stale = (REPO / "README.md").read_text(encoding="utf-8").replace("| 39.7 |", "| 99.9 |", 1)
+    copy.write_text(stale, encoding="utf-8")
     assert readme.main(["--check", "--readme", str(copy)]) == 1
-    assert "stale" in capsys.readouterr().err
+    assert "stale: run `python -m wszoo.readme --write`" in capsys.readouterr().err
+    assert copy.read_text(encoding="utf-8") == stale, "--check wrote"
     assert readme.main(["--write", "--readme", str(copy)]) == 0
     assert readme.main(["--check", "--readme", str(copy)]) == 0
-    with pytest.raises(SystemExit):  # neither --check nor --write: nothing is rewritten by accident
-        readme.main(["--readme", str(copy)])
+    assert copy.read_text(encoding="utf-8") == (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_without_a_flag_or_with_help_writes_nothing(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default --readme is README.md in the current folder
+    stale = (REPO / "README.md").read_text(encoding="utf-8").replace("| 39.7 |", "| 99.9 |", 1)
+    (tmp_path / "README.md").write_text(stale, encoding="utf-8")
+    assert readme.main([]) == 2
+    assert "--check" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        readme.main(["--help"])
+    assert info.value.code == 0
+    assert (tmp_path / "README.md").read_text(encoding="utf-8") == stale
+    assert readme.main(["--check"]) == 1  # README.md of the current folder
+    (tmp_path / "README.md").unlink()
+    assert readme.main(["--check"]) == 2
+    assert "--readme PATH" in capsys.readouterr().err
+
+
+def test_python_m_wszoo_readme_runs_as_a_module(tmp_path: Path):
+    copy = tmp_path / "README.md"
+    copy.write_text((REPO / "README.md").read_text(encoding="utf-8").replace("| 39.7 |", "| 99.9 |", 1))
+    command = [sys.executable, "-m", "wszoo.readme", "--check"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=_env())
+    assert result.returncode == 1 and "stale" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import fnmatch
 from typing import Iterable, Iterator, Optional, Sequence, Union
@@ -11,8 +12,11 @@ from .zoo import ENTRIES, ZooEntry
 
 __all__ = [
     "TASKS",
+    "TASK_ALIASES",
     "UnknownModelError",
+    "canonical_task",
     "entries",
+    "entry_info",
     "entry_record",
     "get_entry",
     "list_models",
@@ -21,6 +25,13 @@ __all__ = [
 ]
 
 TASKS = ("object_detection", "instance_segmentation", "backbone")
+# Shorter names accepted wherever a task is (``list_models(task=...)``, ``wszoo list --task``).
+TASK_ALIASES = {
+    "detection": "object_detection",
+    "det": "object_detection",
+    "segmentation": "instance_segmentation",
+    "seg": "instance_segmentation",
+}
 
 _BY_NAME: dict[str, ZooEntry] = {e.name: e for e in ENTRIES}
 _BUILT_IN = frozenset(_BY_NAME)
@@ -92,6 +103,20 @@ def get_entry(name: str) -> ZooEntry:
     raise UnknownModelError(f"unknown model {name!r}.{hint} Run `wszoo list` to see every model.")
 
 
+def canonical_task(task: str) -> str:
+    """The task a name or alias means: ``"detection"`` -> ``"object_detection"``.
+
+    Raises:
+        ValueError: ``task`` is neither a task nor an alias; the message lists both.
+    """
+    name = task.strip().lower().replace("-", "_") if isinstance(task, str) else task
+    name = TASK_ALIASES.get(name, name)
+    if name not in TASKS:
+        aliases = ", ".join(f"{a} ({t})" for a, t in TASK_ALIASES.items())
+        raise ValueError(f"unknown task {task!r}: give one of {', '.join(TASKS)}, or an alias: {aliases}")
+    return name
+
+
 def _as_patterns(value: Union[str, Sequence[str], None]) -> list[str]:
     if value is None:
         return []
@@ -112,14 +137,15 @@ def list_models(
     Args:
         include: Shell-style wildcard(s) a name must match (e.g. ``"mask_rcnn_*"``).
         exclude: Wildcard(s) a name must not match.
-        task: ``"object_detection"``, ``"instance_segmentation"`` or ``"backbone"``.
+        task: ``"object_detection"``, ``"instance_segmentation"`` or ``"backbone"``, or an alias
+            (``"detection"``/``"det"``, ``"segmentation"``/``"seg"``; see :data:`TASK_ALIASES`).
         backbone: Published backbone name, case-insensitive, wildcards allowed (``"X-101*"``).
         has_weights: Keep only entries with (True) or without (False) published weights.
         pretrained: True keeps only entries with published weights (timm's ``list_models``
             argument; the same as ``has_weights=True``).
     """
-    if task is not None and task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task is not None:
+        task = canonical_task(task)
     if pretrained:
         if has_weights is False:
             raise ValueError("pretrained=True and has_weights=False contradict each other; pass one of them")
@@ -169,12 +195,35 @@ JSON_FIELDS = (
 
 
 def entry_record(entry: ZooEntry) -> dict:
-    """The JSON object of ``wszoo list --json`` for one entry."""
+    """The JSON object of ``wszoo list --json`` for one entry.
+
+    ``schedule`` and ``url`` repeat ``lr_schedule`` and ``model_url`` for scripts written against
+    wszoo 0.1; :func:`entry_info` (``wszoo info``) has each field once.
+    """
     record = {field: getattr(entry, field) for field in JSON_FIELDS}
     record["schedule"] = entry.lr_schedule
     record["url"] = entry.model_url
     record["aliases"] = list(entry.aliases)
     return record
+
+
+def entry_info(entry: ZooEntry) -> dict:
+    """The JSON object of ``wszoo info``: every field of the entry once, as data.
+
+    ``arch`` is the architecture dataclass as a dict (``DetectorArch(**info["arch"])`` rebuilds
+    it); ``num_classes``, ``file_name`` and ``sha256_prefix`` are derived; ``classes`` comes last.
+    Unlike :func:`entry_record` there are no second names for a field (``schedule``, ``url``) and
+    no ``aliases`` list (``mmdet_v2_config``, ``mmdet_v3_config`` and ``openmmlab_key`` are they).
+    """
+    info: dict = {}
+    for field in dataclasses.fields(entry):
+        value = getattr(entry, field.name)
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        info[field.name] = list(value) if isinstance(value, tuple) else value
+    info.update(num_classes=entry.num_classes, file_name=entry.file_name, sha256_prefix=entry.sha256_prefix)
+    info["classes"] = info.pop("classes")
+    return info
 
 
 def _fmt(value) -> str:

@@ -135,9 +135,10 @@ def test_list_backbone_and_with_weights(capsys):
 
 def test_list_rejects_an_invalid_task(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["list", "--task", "detection"])
+        main(["list", "--task", "detections"])
     assert info.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown task 'detections'" in err and "object_detection" in err and "detection (object_detection)" in err
 
 
 def test_list_shows_injected_entries(capsys, fake: ZooEntry):
@@ -162,9 +163,16 @@ def test_info_by_name_and_alias(capsys, name: str):
     entry = get_entry("mask_rcnn_r50_fpn_gn_ws_all_2x_coco")
     assert info["name"] == entry.name
     assert (info["box_ap"], info["mask_ap"], info["sha256_prefix"]) == (40.6, 36.6, "16acb762")
-    assert info["num_classes"] == 81
-    assert info["arch"] == repr(entry.arch) and "with_mask=True" in info["arch"]
-    assert set(info["aliases"]) == {entry.mmdet_v2_config, entry.mmdet_v3_config}
+    assert info["num_classes"] == 81 and info["classes"] == list(entry.classes)
+    assert info["arch"] == {
+        "depth": 50,
+        "groups": 1,
+        "base_width": 64,
+        "with_mask": True,
+        "weight_standardization": True,
+    }
+    assert DetectorArch(**info["arch"]) == entry.arch
+    assert (info["mmdet_v2_config"], info["mmdet_v3_config"]) == (entry.mmdet_v2_config, entry.mmdet_v3_config)
 
 
 def test_info_unknown_name(capsys):
@@ -178,24 +186,37 @@ def test_info_unknown_name(capsys):
 
 
 def test_download_fetches_and_verifies(capsys, fake: ZooEntry, server: Server, cache: Path):
-    code, out, _ = run(capsys, "download", FAKE, "--cache-dir", str(cache), "--quiet")
+    code, out, _ = run(capsys, "download", FAKE, "--cache-dir", str(cache), "--no-progress")
     assert code == 0
     assert Path(out.strip()) == cache / FILE
     assert (cache / FILE).read_bytes() == PAYLOAD
     assert len(server.requests_for(URL_PATH)) == 1
-    code, out, _ = run(capsys, "download", FAKE, "--cache-dir", str(cache), "--quiet")
+    code, out, _ = run(capsys, "download", FAKE, "--cache-dir", str(cache), "--no-progress")
     assert code == 0 and Path(out.strip()) == cache / FILE
     assert len(server.requests_for(URL_PATH)) == 1, "a cached checkpoint was fetched again"
 
 
+def test_download_quiet_prints_nothing_and_no_progress_only_hides_the_bar(capsys, fake, cache: Path):
+    code, out, err = run(capsys, "download", FAKE, "--cache-dir", str(cache), "--quiet")
+    assert (code, out, err) == (0, "", "")
+    assert (cache / FILE).read_bytes() == PAYLOAD
+    (cache / FILE).unlink()
+    code, out, err = run(capsys, "download", FAKE, "--cache-dir", str(cache), "--no-progress")
+    assert code == 0 and Path(out.strip()) == cache / FILE and err == ""
+    (cache / FILE).unlink()
+    code, out, err = run(capsys, "download", FAKE, "--cache-dir", str(cache))
+    assert code == 0 and Path(out.strip()) == cache / FILE
+    assert "fake_rcnn" in err or "%" in err  # the progress bar, on stderr
+
+
 def test_download_uses_wszoo_cache_by_default(capsys, fake: ZooEntry, tmp_path: Path):
-    code, out, _ = run(capsys, "download", FAKE, "--quiet")
+    code, out, _ = run(capsys, "download", FAKE, "--no-progress")
     assert code == 0 and Path(out.strip()) == tmp_path / "default-cache" / FILE
 
 
 def test_download_of_corrupt_served_file_fails_and_caches_nothing(capsys, fake, server: Server, cache: Path):
     server.add(URL_PATH, PAYLOAD[:-1] + bytes([PAYLOAD[-1] ^ 1]))
-    code, _, err = run(capsys, "download", FAKE, "--cache-dir", str(cache), "--quiet")
+    code, _, err = run(capsys, "download", FAKE, "--cache-dir", str(cache), "--no-progress")
     assert code == 2
     assert "sha256" in err.lower() or DIGEST[:8] in err
     assert not (cache / FILE).exists()
@@ -210,7 +231,7 @@ def test_download_errors(capsys, cache: Path):
 
 
 def test_verify_passes_then_fails_on_a_flipped_byte(capsys, fake: ZooEntry, cache: Path):
-    assert run(capsys, "download", FAKE, "--cache-dir", str(cache), "--quiet")[0] == 0
+    assert run(capsys, "download", FAKE, "--cache-dir", str(cache), "--no-progress")[0] == 0
     code, out, _ = run(capsys, "verify", FAKE, "--cache-dir", str(cache))
     assert code == 0 and out.startswith("ok") and DIGEST[:16] in out
 
@@ -227,7 +248,7 @@ def test_verify_all(capsys, fake: ZooEntry, cache: Path):
     code, out, _ = run(capsys, "verify", "--all", "--cache-dir", str(cache))
     assert code == 0 and "no cached checkpoints" in out
 
-    assert run(capsys, "download", FAKE, "--cache-dir", str(cache), "--quiet")[0] == 0
+    assert run(capsys, "download", FAKE, "--cache-dir", str(cache), "--no-progress")[0] == 0
     code, out, _ = run(capsys, "verify", "--all", "--cache-dir", str(cache))
     assert code == 0
     assert out.splitlines() == [line for line in out.splitlines() if line.startswith("ok")]
@@ -294,7 +315,7 @@ def test_import_then_download_needs_no_network(capsys, fake: ZooEntry, server: S
     source = tmp_path / "copy.pth"
     shutil.copyfile(_write(tmp_path / "payload.bin", PAYLOAD), source)
     assert run(capsys, "import-weights", str(source), "--cache-dir", str(cache))[0] == 0
-    code, out, _ = run(capsys, "download", FAKE, "--cache-dir", str(cache), "--quiet")
+    code, out, _ = run(capsys, "download", FAKE, "--cache-dir", str(cache), "--no-progress")
     assert code == 0 and Path(out.strip()) == cache / FILE
     assert server.requests == []
 

@@ -144,7 +144,8 @@ def test_model_recognised_from_meta_or_shapes(tmp_path):
     assert infer_arch(state) == (DetectorArch(depth=50, groups=32, base_width=4), 81)
     assert recognise(state).name == "faster_rcnn_x50_32x4d_fpn_gn_ws_all_1x_coco"
     meta = {"config": "work_dir = './work_dirs/mask_rcnn_r50_fpn_gn_ws-all_20_23_24e_coco'\n"}
-    assert recognise({}, meta=meta).name == "mask_rcnn_r50_fpn_gn_ws_all_20_23_24e_coco"
+    mask = {k: torch.empty(shape, device="meta") for k, shape, *_ in _keys(MASK_R50.mmdet_v2_config)}
+    assert recognise(mask, meta=meta).name == "mask_rcnn_r50_fpn_gn_ws_all_20_23_24e_coco"
 
 
 def test_pickle_that_would_run_code_is_refused_without_running(tmp_path):

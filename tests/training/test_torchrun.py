@@ -26,7 +26,7 @@ def _free_port() -> int:
 def test_two_process_train_and_eval(tmp_path):
     images, ann = make_dataset(tmp_path / "data", num_images=4)
     out = tmp_path / "out"
-    small = ["--image-scale", "80x64", "--rpn-post-nms-top-n-test", "20", "--score-thresh", "0.0"]
+    small = ["--image-scale", "80x64", "--rpn-post-nms-top-n-test", "20", "--score-threshold", "0.0"]
     command = [
         sys.executable,
         "-m",

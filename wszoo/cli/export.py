@@ -7,7 +7,7 @@ import argparse
 from ..builders import get_model
 from ..export import DEFAULT_OPSET, export_onnx, export_program, save_program
 from ..registry import get_entry
-from .arguments import image_scale
+from .arguments import HelpFormatter, add_output_options, image_scale, say, show_progress
 
 __all__ = ["register"]
 
@@ -19,7 +19,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if entry.task == "backbone":
         raise ValueError(f"{entry.name} is an ImageNet backbone; `wszoo export` exports detectors")
     weights = None if args.weights.lower() == "none" else args.weights
-    model = get_model(entry.name, weights=weights, progress=not args.quiet)
+    model = get_model(entry.name, weights=weights, progress=show_progress(args))
     if args.format == "onnx":
         path = export_onnx(
             model, args.output, opset=args.opset, mask_format=args.mask_format, image_scale=args.image_scale
@@ -27,7 +27,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         program = export_program(model, mask_format=args.mask_format, image_scale=args.image_scale)
         path = save_program(program, args.output)
-    print(f"exported {entry.name} ({args.format}) to {path}")
+    say(args, f"exported {entry.name} ({args.format}) to {path}")
     return 0
 
 
@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export a detector as ONNX or a torch.export program (.pt2)",
         description="Export a detector with pre- and post-processing inside the graph: uint8 RGB (3, H, W) in "
         "(dynamic H and W), boxes/scores/labels[/masks] out, weight standardization folded into the convs.",
+        epilog="examples:\n  wszoo export mask_rcnn_r50_fpn_gn_ws_all_2x_coco --format onnx --output mask_r50.onnx\n"
+        "  wszoo export faster_rcnn_r18_fpn_gn_ws --weights none --format torch-export --output r18.pt2 "
+        "--image-scale 640x384",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("name", help="zoo detector name or alias (see `wszoo list`)")
     p.add_argument(
@@ -60,5 +64,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="bool",
         help="Mask R-CNN masks: bool (N, H, W) (default) or float probabilities (N, 1, H, W)",
     )
-    p.add_argument("--quiet", action="store_true", help="no download progress bar")
+    add_output_options(p)
     p.set_defaults(func=_cmd_export)

@@ -15,7 +15,7 @@ from ..inference.predict import predict
 from ..model_spec import spec_settings
 from ..registry import get_entry
 from ..settings import DEFAULT_SETTINGS
-from .arguments import positive_int, probability
+from .arguments import add_output_options, positive_int, probability, say, show_progress
 
 __all__ = ["register"]
 
@@ -69,9 +69,9 @@ def _cmd_push(args: argparse.Namespace) -> int:
         commit_message=args.commit_message,
         create_pr=args.create_pr,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        progress=not args.quiet,
+        progress=show_progress(args),
     )
-    print(f"pushed {args.name} to {args.repo_id}: {getattr(info, 'pr_url', None) or info.commit_url}")
+    say(args, f"pushed {args.name} to {args.repo_id}: {getattr(info, 'pr_url', None) or info.commit_url}")
     return 0
 
 
@@ -117,8 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.add_argument("--token", help="Hub token (default: huggingface_hub's login)")
     p.add_argument("--revision", help="branch to commit to")
-    p.add_argument("--commit-message")
+    p.add_argument("--commit-message", help="the commit's message (default: one naming the model)")
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     p.add_argument("--cache-dir", help="wszoo's download cache (default: $WSZOO_CACHE or torch.hub's)")
-    p.add_argument("--quiet", action="store_true")
+    add_output_options(p)
     p.set_defaults(func=_cmd_push)

@@ -14,7 +14,17 @@ from ..training import distributed as dist_utils
 from ..training.api import run_eval, run_train
 from ..training.engine import SCHEDULES
 from ..training.evaluate import format_metrics
-from .arguments import image_scale, non_negative_int, positive_int, probability
+from .arguments import (
+    DeprecatedAlias,
+    HelpFormatter,
+    add_output_options,
+    image_scale,
+    non_negative_int,
+    positive_int,
+    probability,
+    say,
+    show_progress,
+)
 
 __all__ = ["register"]
 
@@ -69,14 +79,24 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image-scale",
         type=image_scale,
-        help="keep-ratio resize LONGxSHORT (default: the one trained weights record, else 1333x800)",
+        metavar="LONGxSHORT",
+        help="keep-ratio resize, e.g. 1333x800 (default: the one trained weights record, else 1333x800)",
     )
-    p.add_argument("--score-thresh", type=probability, help="R-CNN score threshold in [0, 1] (default 0.05)")
+    p.add_argument(
+        "--score-threshold",
+        dest="score_thresh",
+        type=probability,
+        metavar="THRESHOLD",
+        help="keep detections scoring above this, in [0, 1] (default: the model's, 0.05, as MMDetection tests)",
+    )
+    p.add_argument(
+        "--score-thresh", dest="score_thresh", type=probability, action=DeprecatedAlias, new="--score-threshold"
+    )
     p.add_argument("--rpn-post-nms-top-n-test", type=positive_int, help="proposals at test time (default 1000)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader workers per process, >= 0")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (GPU)")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    add_output_options(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object instead of a table")
 
 
@@ -99,7 +119,7 @@ def _cmd_train(args) -> int:
         eval_every=args.eval_every,
         keep_checkpoints=args.keep_checkpoints,
         resume=args.resume if args.resume not in (None, "auto") else args.resume == "auto",
-        progress=not args.no_progress,
+        progress=show_progress(args),
     )
     kwargs = _build_kwargs(args)
     if args.box_batch_size_per_image is not None:
@@ -128,15 +148,17 @@ def _cmd_train(args) -> int:
             "metrics": result.metrics,
         }
         if args.json:
-            print(json.dumps(summary))
+            say(args, json.dumps(summary))
         else:
             if result.metrics:
-                print(f"COCO metrics after epoch {result.epoch} ({args.val_ann}):")
-                print(format_metrics(result.metrics))
+                say(args, f"COCO metrics after epoch {result.epoch} ({args.val_ann}):", format_metrics(result.metrics))
             state = "finished" if result.finished else "stopped (resume with --resume)"
-            print(f"{state} after {result.global_iter} iterations, {result.epoch} epoch(s)")
-            print(f"weights: {result.weights}  (wszoo predict/eval/push-to-hub --weights read their spec)")
-            print(f"checkpoint: {result.checkpoint}")
+            say(
+                args,
+                f"{state} after {result.global_iter} iterations, {result.epoch} epoch(s)",
+                f"weights: {result.weights}  (wszoo predict/eval/push-to-hub --weights read their spec)",
+                f"checkpoint: {result.checkpoint}",
+            )
     return 0
 
 
@@ -152,23 +174,36 @@ def _cmd_eval(args) -> int:
         device=args.device,
         num_workers=args.workers,
         amp=args.amp,
-        progress=not args.no_progress,
+        progress=show_progress(args),
         build_kwargs=_build_kwargs(args),
     )
 
     if dist_utils.is_main():
         if args.json:
-            print(json.dumps(metrics))
+            say(args, json.dumps(metrics))
         else:
-            print(format_metrics(metrics))
+            say(args, format_metrics(metrics))
             if args.results:
-                print(f"detections (COCO results JSON): {args.results}")
+                say(args, f"detections (COCO results JSON): {args.results}")
     return 0
 
 
 def register(subparsers) -> None:
     """Adds ``train`` and ``eval`` to the ``wszoo`` command's subparsers."""
-    p = subparsers.add_parser("train", help="train or fine-tune on a COCO-format dataset (torchrun for multi-GPU)")
+    p = subparsers.add_parser(
+        "train",
+        help="train or fine-tune on a COCO-format dataset (torchrun for multi-GPU)",
+        description="Train a zoo architecture, or fine-tune published weights, on a COCO-format dataset with "
+        "MMDetection's recipe (SGD, warm-up, step schedule). Writes epoch_<n>.safetensors, final.safetensors "
+        "(weights that carry their classes and settings) and a resumable last.pth to --output-dir; run it under "
+        "torchrun for several GPUs.",
+        epilog="examples:\n"
+        "  wszoo train --model mask_rcnn_r50_fpn_gn_ws_all_2x_coco --weights DEFAULT --classes person dog \\\n"
+        "      --train-images data/train --train-ann data/train.json --output-dir runs/pets --schedule 1x\n"
+        "  torchrun --nproc-per-node 8 -m wszoo.cli train --model faster_rcnn_r50_fpn_gn_ws_all_1x_coco \\\n"
+        "      --backbone resnet50_gn_ws --train-images coco/train2017 --train-ann train.json --output-dir runs/r50",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--train-images", required=True, help="training image folder")
     p.add_argument("--train-ann", required=True, help="training instances JSON")
     p.add_argument("--val-images", help="validation image folder")
@@ -182,18 +217,24 @@ def register(subparsers) -> None:
     )
     p.add_argument("--backbone", help="start from this zoo backbone's ImageNet weights, e.g. resnet50_gn_ws")
     p.add_argument("--classes", nargs="+", help="train on these category names only (keeps their pretrained rows)")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--schedule", choices=sorted(SCHEDULES), default="1x")
+    p.add_argument("--output-dir", required=True, help="folder for checkpoints, weights and log.jsonl")
+    p.add_argument(
+        "--schedule", choices=sorted(SCHEDULES), default="1x", help="MMDetection's epoch schedule (default 1x)"
+    )
     p.add_argument("--epochs", type=_int_at_least(1), help="override the schedule's epochs")
     p.add_argument("--steps", type=_int_at_least(1), nargs="+", help="override the lr-step epochs (each in 1..epochs)")
     p.add_argument("--batch-size", type=_int_at_least(1), default=2, help="images per process (default 2)")
     p.add_argument("--lr", type=_positive_float, help="default: 0.02 x total batch / 16")
-    p.add_argument("--warmup-iters", type=_int_at_least(0), default=500)
+    p.add_argument(
+        "--warmup-iters", type=_int_at_least(0), default=500, help="linear lr warm-up iterations (default 500)"
+    )
     p.add_argument("--grad-clip", type=_positive_float, help="max gradient norm (default: none)")
     p.add_argument(
         "--seed", type=_seed, default=0, help="seed of the initialisation, data order and sampling (default 0)"
     )
-    p.add_argument("--log-every", type=_int_at_least(1), default=20)
+    p.add_argument(
+        "--log-every", type=_int_at_least(1), default=20, help="iterations between log.jsonl lines (default 20)"
+    )
     p.add_argument("--checkpoint-every", type=_int_at_least(1), help="also checkpoint every N iterations")
     p.add_argument("--max-iters", type=_int_at_least(1), help="stop after N iterations (resumable)")
     p.add_argument("--eval-every", type=_int_at_least(0), default=1, help="evaluate every N epochs (0: at the end)")
@@ -213,7 +254,17 @@ def register(subparsers) -> None:
     _add_model_options(p)
     p.set_defaults(func=_cmd_train)
 
-    p = subparsers.add_parser("eval", help="COCO box/mask AP on a COCO-format dataset (torchrun for multi-GPU)")
+    p = subparsers.add_parser(
+        "eval",
+        help="COCO box/mask AP on a COCO-format dataset (torchrun for multi-GPU)",
+        description="Evaluate a detector on a COCO-format dataset and print COCO box (and mask) AP as a table "
+        "or JSON; run it under torchrun for several GPUs.",
+        epilog="examples:\n"
+        "  wszoo eval --model mask_rcnn_r50_fpn_gn_ws_all_2x_coco --images coco/val2017 \\\n"
+        "      --ann coco/annotations/instances_val2017.json\n"
+        "  wszoo eval --weights runs/pets/final.safetensors --images data/val --ann data/val.json --json",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--ann", required=True, help="instances JSON")
     p.add_argument("--model", help="zoo model name (optional with weights written by `wszoo train`)")

@@ -16,7 +16,7 @@ from ..modeling.detector import build_detector, build_resnet
 from ..registry import get_entry
 from ..zoo import ZooEntry
 from .convert import ConversionReport, convert_state_dict
-from .recognize import infer_arch, recognise
+from .recognize import infer_arch, recognise, unrecognised_message
 from .rules import BACKBONE_RULES, DETECTOR_RULES
 
 __all__ = ["CONVERTER_VERSION", "infer_arch", "recognise", "convert_for", "convert_file", "target_shapes"]
@@ -60,7 +60,8 @@ def convert_file(
     Args:
         source: The MMDetection checkpoint.
         destination: The ``.safetensors`` file to write (atomically).
-        model: Zoo name or alias; recognised from the checkpoint when None.
+        model: Zoo name or alias; when None, recognised from the checkpoint's meta, its file or
+            folder name, or its key layout (:mod:`wszoo.conversion.recognize`).
         report: Where to write every mapping as JSON, if given.
         source_sha256: The source's sha256 when already known (it is computed otherwise).
 
@@ -69,14 +70,9 @@ def convert_file(
     """
     source = Path(source)
     state_dict, meta = read_checkpoint(source)
-    entry = get_entry(model) if model else recognise(state_dict, meta=meta, file_name=source.name)
+    entry = get_entry(model) if model else recognise(state_dict, meta=meta, file_name=source)
     if entry is None:
-        arch, num_classes = infer_arch(state_dict)
-        raise CheckpointError(
-            f"cannot tell which zoo model {source.name} is: its keys have the layout of {arch} with "
-            f"{num_classes} classes, which matches no zoo model or several (GN+WS and GN-only backbones, or "
-            "2x and 20-23-24e detectors, share a layout); pass --model NAME (see `wszoo list`)"
-        )
+        raise CheckpointError(unrecognised_message(state_dict, name=source.name))
     arch = entry.arch
     num_classes = entry.num_classes if isinstance(arch, DetectorArch) else infer_arch(state_dict)[1]
     converted, mapping = convert_for(state_dict, arch=arch, num_classes=num_classes, what=entry.name)
