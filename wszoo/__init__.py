@@ -14,8 +14,8 @@ Subpackages, data flowing one way (each imports only those above it):
   to ours; :mod:`wszoo.model_spec`: what weights written by training record about themselves;
 * :mod:`wszoo.hub`: what ``weights=`` means, verified downloads, the Hugging Face Hub;
 * :mod:`wszoo.builders`: one builder per zoo entry;
-* :mod:`wszoo.training`, :mod:`wszoo.inference` and :mod:`wszoo.export`: what users do with built
-  models;
+* :mod:`wszoo.training`, :mod:`wszoo.inference` (:class:`Predictor`) and :mod:`wszoo.export`: what users
+  do with built models;
 * :mod:`wszoo.cli`: the ``wszoo`` command.
 """
 
@@ -27,6 +27,7 @@ from .builders import *  # noqa: F403 - one builder per zoo entry
 from .builders import get_model, get_model_info
 from .coco import COCO_CATEGORY_IDS, COCO_CLASSES
 from .export import export_onnx
+from .inference.predictor import Predictor
 from .registry import UnknownModelError, get_entry, list_models
 from .settings import DEFAULT_SETTINGS, InferenceSettings
 from .zoo import ENTRIES, ZooEntry
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_SETTINGS",
     "ENTRIES",
     "InferenceSettings",
+    "Predictor",
     "UnknownModelError",
     "ZooEntry",
     "export_onnx",

@@ -87,7 +87,7 @@ def error_message(err: BaseException) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the ``wszoo`` command; returns its exit status (2 for an expected failure)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(predict.legacy_argv(sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except Exception as err:

@@ -1,1 +1,3 @@
-"""Running built detectors on image files: :mod:`wszoo.inference.predict`."""
+"""Running built detectors: :mod:`wszoo.inference.predictor` (images in memory),
+:mod:`wszoo.inference.drawing` (drawings that read at every size) and
+:mod:`wszoo.inference.predict` (image files in, PNG drawings and JSON out)."""
