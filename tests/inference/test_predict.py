@@ -178,3 +178,34 @@ def test_predict_saves_and_draws_only_detections_above_its_threshold(tmp_path):
 def test_backbones_are_refused(capsys):
     assert main(["predict", "resnet50_gn_ws", "x.png"]) == 2
     assert "needs a detector" in capsys.readouterr().err
+
+
+def test_predict_cli_vocabulary_draw_threshold_hide_options_and_the_old_image_scale(tmp_path, capsys, monkeypatch):
+    get_model = wszoo.get_model
+    monkeypatch.setattr(predictor_module, "get_model", lambda name, **kwargs: get_model(name, **{**kwargs, **FAST}))
+    image = pixels(3, 30, 40, 7)
+    write_file(str(tmp_path / "a.png"), encode_png(image))
+
+    def run(name: str, *options: str) -> tuple[int, str, str, dict, torch.Tensor]:
+        torch.manual_seed(0)  # weights 'none': the same random model every run
+        argv = ["predict", MODEL, str(tmp_path / "a.png"), "--weights", "none", "--device", "cpu"]
+        code = main([*argv, "--out", str(tmp_path / name), "--score-threshold", "0", *options])
+        out, err = capsys.readouterr()
+        record = json.loads((tmp_path / name / "a.json").read_text())
+        return code, out, err, record, predict.read_image(tmp_path / name / "a.png")
+
+    code, out, err, record, full = run("new", "--image-scale", "64x48", "--draw-threshold", "0", "--no-progress")
+    assert code == 0 and out == f"wrote 1 image(s) and JSON to {tmp_path / 'new'}\n" and err == ""
+    assert record["detections"] and not torch.equal(full, image)
+    code, out, err, old, _ = run("old", "--image-scale", "64", "48", "--draw-threshold", "0")
+    assert code == 0 and old["detections"] == record["detections"]  # the same scale
+    assert "`--image-scale 64 48` is the old form; write `--image-scale 64x48`" in err
+    code, out, err, other_scale, _ = run("quiet", "--image-scale", "96", "72", "--quiet")
+    assert (code, out, err) == (0, "", "") and other_scale["detections"] != record["detections"]
+    # The drawing threshold hides detections from the PNG, never from the JSON.
+    code, _, _, hidden, drawn = run("hidden", "--image-scale", "64x48", "--draw-threshold", "1", "--quiet")
+    assert hidden["detections"] == record["detections"] and torch.equal(drawn, image)
+    # Hide options: no boxes and no masks leaves the image as it was.
+    _, _, _, _, bare = run("bare", "--image-scale", "64x48", "--draw-threshold", "0", "--no-boxes", "--no-masks")
+    _, _, _, _, no_scores = run("no_scores", "--image-scale", "64x48", "--draw-threshold", "0", "--no-scores")
+    assert torch.equal(bare, image) and not torch.equal(no_scores, full) and not torch.equal(no_scores, image)

@@ -96,13 +96,14 @@ def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
 def _label_rect(
     box: Sequence[float], size: tuple[int, int], *, text_size: tuple[int, int], style: DrawingStyle
 ) -> tuple[int, int, int, int]:
-    """Where a label's filled rectangle goes: above the box, else inside its top; within the image."""
+    """Where a label's filled rectangle goes (left, top, right, bottom; right and bottom excluded):
+    above the box, else inside its top; within the image."""
     height, width = size
     rect_w, rect_h = text_size[0] + 2 * style.padding, text_size[1] + 2 * style.padding
-    left = int(box[0]) - style.line_width // 2
-    top = int(box[1]) - style.line_width // 2 - rect_h
-    if top < 0:  # no room above: inside the box, under its top edge
-        top = int(box[1]) + (style.line_width + 1) // 2
+    # torchvision draws box lines inward from the box's edges: the label sits on the top line.
+    left, top = int(box[0]), int(box[1]) - rect_h
+    if top < 0:  # no room above: inside the box, under its top line
+        top = int(box[1]) + style.line_width
     left = min(max(left, 0), max(width - rect_w, 0))
     top = min(max(top, 0), max(height - rect_h, 0))
     return left, top, left + rect_w, top + rect_h
@@ -122,7 +123,7 @@ def _draw_labels(
     for box, caption, color in zip(boxes.tolist(), captions, colors):
         left, top, right, bottom = draw.textbbox((0, 0), caption, font=font, anchor="lt")
         rect = _label_rect(box, size, text_size=(right - left, bottom - top), style=style)
-        draw.rectangle(rect, fill=color)
+        draw.rectangle((rect[0], rect[1], rect[2] - 1, rect[3] - 1), fill=color)  # Pillow includes the corner
         draw.text(
             (rect[0] + style.padding, rect[1] + style.padding), caption, fill=_text_color(color), font=font, anchor="lt"
         )

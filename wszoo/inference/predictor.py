@@ -82,6 +82,15 @@ def _check_tensor(image: Tensor, name: str) -> Tensor:
         raise TypeError(f"{name} is a {image.dtype} tensor; expected uint8 (0..255) or float (0..1)")
     if image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(image.shape)}")
+    if image.is_floating_point():
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        low, high = float(image.amin()), float(image.amax())
+        if low < -1e-3 or high > 1.0 + 1e-3:
+            raise ValueError(
+                f"float {name} has values in [{low:.2f}, {high:.2f}]; float images must be in [0, 1] "
+                "(pass uint8 for 0..255)"
+            )
     return image
 
 
