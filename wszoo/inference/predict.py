@@ -121,11 +121,6 @@ def detections_record(
     return {"image": str(image), "height": size[0], "width": size[1], "detections": items}
 
 
-def _keep(detections: dict[str, Tensor], score_threshold: float) -> dict[str, Tensor]:
-    keep = detections["scores"] > score_threshold  # MMDetection's show_result keeps scores > score_thr
-    return {k: v[keep].cpu() for k, v in detections.items()}
-
-
 def _output_stems(paths: Sequence[Path]) -> dict[Path, str]:
     stems: dict[Path, str] = {}
     used: set[str] = set()
