@@ -73,10 +73,13 @@ def test_predict_runs_trained_weights_at_their_scale_unless_told_otherwise(train
     from wszoo.inference.predict import PredictReport
 
     seen = []
-    monkeypatch.setattr(predict_cli, "predict", lambda model, *a, **kw: seen.append((model, kw)) or PredictReport())
+    monkeypatch.setattr(
+        predict_cli, "write_predictions", lambda predictor, *a, **kw: seen.append(predictor) or PredictReport()
+    )
     path, _ = trained
     assert main(["predict", MODEL, str(tmp_path), "--weights", str(path), "--quiet"]) == 0
-    assert main(["predict", MODEL, str(tmp_path), "--weights", str(path), "--image-scale", "96", "72", "--quiet"]) == 0
-    (model, kw), (overridden, _) = seen
-    assert model.transform.scale == (80, 64) and overridden.transform.scale == (96, 72)  # not 1333x800
-    assert kw["classes"] == ("square", "disk", "triangle") and model.rpn._post_nms_top_n["testing"] == 20
+    assert main(["predict", MODEL, str(tmp_path), "--weights", str(path), "--image-scale", "96x72", "--quiet"]) == 0
+    predictor, overridden = seen
+    model = predictor.model
+    assert model.transform.scale == (80, 64) and overridden.model.transform.scale == (96, 72)  # not 1333x800
+    assert predictor.classes == ("square", "disk", "triangle") and model.rpn._post_nms_top_n["testing"] == 20

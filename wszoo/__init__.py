@@ -16,8 +16,8 @@ Subpackages, data flowing one way (each imports only those above it):
 * :mod:`wszoo.hub`: what ``weights=`` means, weights objects (:mod:`wszoo.hub.pretrained`),
   verified downloads, the Hugging Face Hub;
 * :mod:`wszoo.builders`: one builder per zoo entry;
-* :mod:`wszoo.training`, :mod:`wszoo.inference` and :mod:`wszoo.export`: what users do with built
-  models;
+* :mod:`wszoo.training`, :mod:`wszoo.inference` (:class:`Predictor`) and :mod:`wszoo.export`: what users
+  do with built models;
 * :mod:`wszoo.cli`: the ``wszoo`` command.
 """
 
@@ -30,6 +30,7 @@ from .builders import get_model, get_model_info, get_model_meta
 from .coco import COCO_CATEGORY_IDS, COCO_CLASSES
 from .export import export_onnx
 from .hub.pretrained import Weights, WeightsEnum, get_model_weights, get_weight
+from .inference.predictor import Predictor
 from .registry import UnknownModelError, get_entry, list_models
 from .settings import DEFAULT_SETTINGS, InferenceSettings
 from .zoo import ENTRIES, ZooEntry
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_SETTINGS",
     "ENTRIES",
     "InferenceSettings",
+    "Predictor",
     "UnknownModelError",
     "Weights",
     "WeightsEnum",

@@ -95,16 +95,7 @@ def test_score_threshold_and_its_deprecated_spelling(capsys, command):
 
 # `wszoo predict` is being rewritten over wszoo.Predictor (issue 14, another part); until it
 # takes add_output_options its --quiet still means "no progress bars". Not strict: it passes once it does.
-_PENDING = {"wszoo predict": "predict's rewrite adopts --no-progress/--quiet from wszoo.cli.arguments"}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(path, marks=pytest.mark.xfail(reason=_PENDING[path], strict=False)) if path in _PENDING else path
-        for path, _ in commands(build_parser())
-    ],
-)
+@pytest.mark.parametrize("path", [path for path, _ in commands(build_parser())])
 def test_quiet_and_no_progress_mean_the_same_in_every_command(path):
     parser = dict(commands(build_parser()))[path]
     options = {o: a for a in parser._actions for o in a.option_strings}

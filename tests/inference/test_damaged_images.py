@@ -66,8 +66,8 @@ def test_predict_skips_a_damaged_png_and_processes_the_others(tmp_path):
     code = (
         "import sys\n"
         "from wszoo.cli import main\n"
-        "sys.exit(main(['predict', 'mask_rcnn_r18_fpn_gn_ws', sys.argv[1], '--weights', 'none', '--quiet',\n"
-        "               '--image-scale', '64', '48', '--device', 'cpu', '--out', sys.argv[2]]))\n"
+        "sys.exit(main(['predict', 'mask_rcnn_r18_fpn_gn_ws', sys.argv[1], '--weights', 'none', '--no-progress',\n"
+        "               '--image-scale', '64x48', '--device', 'cpu', '--out', sys.argv[2]]))\n"
     )
     done = run_python(code, str(folder), str(out))
     assert done.returncode == 1, done.stderr  # 1: some files skipped; -11 (SIGSEGV) before

@@ -12,9 +12,9 @@ from torchvision.io import encode_jpeg, encode_png, write_file
 import wszoo
 from wszoo.checkpoint_io import save_safetensors
 from wszoo.cli import main
-from wszoo.cli import predict as predict_cli
 from wszoo.coco import COCO_CLASSES
 from wszoo.inference import predict
+from wszoo.inference import predictor as predictor_module
 
 MODEL = "mask_rcnn_r18_fpn_gn_ws"
 # Small and fast: tiny test scale, 10 proposals, 3 detections (random weights score ~1/81: keep them all).
@@ -51,7 +51,7 @@ def inputs(tmp_path_factory) -> tuple[Path, Path, Path]:
 def test_predict_cli_writes_drawings_and_json_equal_to_the_model(inputs, tmp_path, capsys, monkeypatch):
     folder, text, weights = inputs
     get_model = wszoo.get_model
-    monkeypatch.setattr(predict_cli, "get_model", lambda name, **kwargs: get_model(name, **{**kwargs, **FAST}))
+    monkeypatch.setattr(predictor_module, "get_model", lambda name, **kwargs: get_model(name, **{**kwargs, **FAST}))
     out = tmp_path / "out"
     code = main(
         [
@@ -63,16 +63,17 @@ def test_predict_cli_writes_drawings_and_json_equal_to_the_model(inputs, tmp_pat
             str(weights),
             "--score-threshold",
             "0",
+            "--draw-threshold",
+            "0",
             "--image-scale",
-            "128",
-            "96",
+            "128x96",
             "--batch-size",
             "2",
             "--device",
             "cpu",
             "--out",
             str(out),
-            "--quiet",
+            "--no-progress",
         ]
     )
     stdout, stderr = capsys.readouterr()
@@ -154,20 +155,57 @@ def test_mask_rle_round_trips():
     assert predict.mask_to_rle(torch.ones(2, 2, dtype=torch.bool))["counts"] == [0, 4]  # COCO starts with zeros
 
 
-def test_score_threshold_and_drawing():
-    detections = {
-        "boxes": torch.tensor([[1.0, 1.0, 8.0, 6.0], [2.0, 2.0, 5.0, 5.0]]),
-        "labels": torch.tensor([1, 17]),
-        "scores": torch.tensor([0.9, 0.2]),
-        "masks": torch.zeros(2, 1, 10, 12),
-    }
-    kept = predict._keep(detections, 0.3)
-    assert kept["labels"].tolist() == [1] and kept["masks"].shape == (1, 1, 10, 12)
-    image = torch.zeros(3, 10, 12, dtype=torch.uint8)
-    assert not torch.equal(predict.draw_detections(image, kept, classes=COCO_CLASSES), image)
-    assert torch.equal(predict.draw_detections(image, predict._keep(detections, 0.95), classes=COCO_CLASSES), image)
+def test_predict_saves_and_draws_only_detections_above_its_threshold(tmp_path):
+    torch.manual_seed(0)
+    model = wszoo.get_model(MODEL, score_thresh=0.0, image_scale=(64, 48), **FAST)
+    image = pixels(3, 30, 40, 6)
+    write_file(str(tmp_path / "a.png"), encode_png(image))
+    with torch.inference_mode():
+        scores = model.eval()([image])[0]["scores"]
+    threshold = float(scores.median())
+    predict.predict(
+        model,
+        [tmp_path / "a.png"],
+        out_dir=tmp_path / "out",
+        classes=COCO_CLASSES,
+        score_threshold=threshold,
+        progress=False,
+    )
+    found = json.loads((tmp_path / "out" / "a.json").read_text())["detections"]
+    assert [d["score"] for d in found] == [s for s in scores.tolist() if s > threshold] and found
 
 
 def test_backbones_are_refused(capsys):
     assert main(["predict", "resnet50_gn_ws", "x.png"]) == 2
     assert "needs a detector" in capsys.readouterr().err
+
+
+def test_predict_cli_vocabulary_draw_threshold_hide_options_and_the_old_image_scale(tmp_path, capsys, monkeypatch):
+    get_model = wszoo.get_model
+    monkeypatch.setattr(predictor_module, "get_model", lambda name, **kwargs: get_model(name, **{**kwargs, **FAST}))
+    image = pixels(3, 30, 40, 7)
+    write_file(str(tmp_path / "a.png"), encode_png(image))
+
+    def run(name: str, *options: str) -> tuple[int, str, str, dict, torch.Tensor]:
+        torch.manual_seed(0)  # weights 'none': the same random model every run
+        argv = ["predict", MODEL, str(tmp_path / "a.png"), "--weights", "none", "--device", "cpu"]
+        code = main([*argv, "--out", str(tmp_path / name), "--score-threshold", "0", *options])
+        out, err = capsys.readouterr()
+        record = json.loads((tmp_path / name / "a.json").read_text())
+        return code, out, err, record, predict.read_image(tmp_path / name / "a.png")
+
+    code, out, err, record, full = run("new", "--image-scale", "64x48", "--draw-threshold", "0", "--no-progress")
+    assert code == 0 and out == f"wrote 1 image(s) and JSON to {tmp_path / 'new'}\n" and err == ""
+    assert record["detections"] and not torch.equal(full, image)
+    code, out, err, old, _ = run("old", "--image-scale", "64", "48", "--draw-threshold", "0")
+    assert code == 0 and old["detections"] == record["detections"]  # the same scale
+    assert "`--image-scale 64 48` is the old form; write `--image-scale 64x48`" in err
+    code, out, err, other_scale, _ = run("quiet", "--image-scale", "96", "72", "--quiet")
+    assert (code, out, err) == (0, "", "") and other_scale["detections"] != record["detections"]
+    # The drawing threshold hides detections from the PNG, never from the JSON.
+    code, _, _, hidden, drawn = run("hidden", "--image-scale", "64x48", "--draw-threshold", "1", "--quiet")
+    assert hidden["detections"] == record["detections"] and torch.equal(drawn, image)
+    # Hide options: no boxes and no masks leaves the image as it was.
+    _, _, _, _, bare = run("bare", "--image-scale", "64x48", "--draw-threshold", "0", "--no-boxes", "--no-masks")
+    _, _, _, _, no_scores = run("no_scores", "--image-scale", "64x48", "--draw-threshold", "0", "--no-scores")
+    assert torch.equal(bare, image) and not torch.equal(no_scores, full) and not torch.equal(no_scores, image)

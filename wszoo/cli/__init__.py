@@ -119,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser().parse_args(predict.legacy_argv(sys.argv[1:] if argv is None else argv))
         except SystemExit:  # --help, or a usage error: what argparse printed must reach the pipe too
             sys.stdout.flush()
             raise

@@ -5,57 +5,70 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Sequence
 
-import torch
-
-from ..builders import get_model
 from ..hub.hf_publish import push_to_hub
-from ..hub.weights import trained_weights
-from ..inference.predict import predict
-from ..model_spec import spec_settings
-from ..registry import get_entry
+from ..inference.drawing import DRAW_THRESHOLD
+from ..inference.predict import write_predictions
+from ..inference.predictor import Predictor
 from ..settings import DEFAULT_SETTINGS
-from .arguments import add_output_options, positive_int, probability, say, show_progress
+from .arguments import add_output_options, image_scale, positive_int, probability, say, show_progress
 
-__all__ = ["register"]
+__all__ = ["legacy_argv", "register"]
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    entry = get_entry(args.model)
-    if entry.task == "backbone":
-        raise ValueError(
-            f"{entry.name} is an ImageNet backbone; `wszoo predict` needs a detector "
-            "(see `wszoo list --task object_detection`)"
-        )
     weights = None if args.weights.lower() == "none" else args.weights
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    # Weights written by `wszoo train` bring their classes, image scale and test settings.
-    weights, spec = trained_weights(entry, weights) if weights is not None else (None, None)
-    settings = spec_settings(spec)
-    # Below the model's threshold the model must keep low scores too; above it, they are filtered.
-    # Binary masks are all predict draws and writes: MMDetection's bool masks are the cheapest form.
-    build: dict = dict(score_thresh=min(args.score_threshold, settings.score_thresh), mask_format="bool")
-    if args.image_scale is not None:  # given explicitly: wins over the weights' own
-        build["image_scale"] = tuple(args.image_scale)
-    model = get_model(entry.name, weights=weights, progress=not args.quiet, **build)
-    classes = tuple(spec.get("classes") or ()) if spec is not None else entry.classes
-    report = predict(
-        model,
+    predictor = Predictor(
+        args.model,
+        weights=weights,
+        device=args.device,
+        score_threshold=args.score_threshold,
+        image_scale=args.image_scale,
+        batch_size=args.batch_size,
+        progress=show_progress(args),
+    )
+    report = write_predictions(
+        predictor,
         args.images,
         out_dir=args.out,
-        classes=classes,
-        score_threshold=args.score_threshold,
-        batch_size=args.batch_size,
-        device=device,
-        progress=not args.quiet,
+        draw_threshold=args.draw_threshold,
+        boxes=not args.no_boxes,
+        masks=not args.no_masks,
+        scores=not args.no_scores,
+        progress=show_progress(args),
     )
     for path, reason in report.failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(
+    say(
+        args,
         f"wrote {len(report.written)} image(s) and JSON to {args.out}"
-        + (f"; {len(report.failed)} file(s) skipped" if report.failed else "")
+        + (f"; {len(report.failed)} file(s) skipped" if report.failed else ""),
     )
     return 1 if report.failed else 0
+
+
+def legacy_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with wszoo 0.1's ``predict --image-scale LONG SHORT`` rewritten as ``LONGxSHORT``.
+
+    The old form still works; a note on stderr (not under ``--quiet``) gives the new one.
+    """
+    argv = list(argv)
+    command = next((token for token in argv if not token.startswith("-")), None)
+    if command != "predict":
+        return argv
+    for index, token in enumerate(argv[:-2]):
+        long_side, short_side = argv[index + 1 : index + 3]
+        if token == "--image-scale" and long_side.isdigit() and short_side.isdigit():
+            argv[index + 1 : index + 3] = [f"{long_side}x{short_side}"]
+            if "--quiet" not in argv and "-q" not in argv:
+                print(
+                    f"wszoo predict: note: `--image-scale {long_side} {short_side}` is the old form; "
+                    f"write `--image-scale {long_side}x{short_side}`",
+                    file=sys.stderr,
+                )
+            break
+    return argv
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
@@ -77,33 +90,56 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``predict`` and ``push-to-hub`` to the ``wszoo`` command's subparsers."""
-    p = subparsers.add_parser("predict", help="run a detector on images; write drawn PNGs and JSON detections")
-    p.add_argument("model", help="zoo name or alias (see `wszoo list`)")
-    p.add_argument("images", nargs="+", help="JPEG/PNG files and folders of them")
+    p = subparsers.add_parser(
+        "predict",
+        help="run a detector on images; write drawn PNGs and JSON detections",
+        description="Runs a detector on JPEG/PNG files and folders and writes, per image, <name>.json "
+        "(every detection above --score-threshold) and <name>.png (those above --draw-threshold drawn).",
+    )
+    p.add_argument("model", help="zoo name or alias of a detector (see `wszoo list`)")
+    p.add_argument("images", nargs="+", help="JPEG/PNG files, and folders of them (not recursive)")
     p.add_argument(
         "--weights",
         default="DEFAULT",
+        metavar="W",
         help="'DEFAULT' (published), a .pth/.safetensors file, hf-hub:ORG/REPO[@REV], or 'none'; weights "
         "written by `wszoo train` bring their classes, image scale and test settings",
     )
     p.add_argument(
-        "--score-threshold", type=probability, default=0.3, help="keep detections scoring above this, in [0, 1]"
+        "--score-threshold",
+        type=probability,
+        metavar="T",
+        help="save detections scoring above this, in [0, 1] (default: the model's test threshold, "
+        f"{DEFAULT_SETTINGS.score_thresh} for the published configs)",
     )
-    p.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
-    p.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument(
-        "--batch-size", type=positive_int, default=4, help="images per forward pass, >= 1 (equal sizes only)"
+        "--draw-threshold",
+        type=probability,
+        metavar="T",
+        default=DRAW_THRESHOLD,
+        help=f"draw detections scoring above this, in [0, 1] (default: {DRAW_THRESHOLD}, as MMDetection's demo); "
+        "the JSON keeps all above --score-threshold",
+    )
+    p.add_argument("--no-boxes", action="store_true", help="do not draw boxes and labels")
+    p.add_argument("--no-masks", action="store_true", help="do not draw masks (Mask R-CNN)")
+    p.add_argument("--no-scores", action="store_true", help="labels show the class name only")
+    p.add_argument("--out", default="predictions", metavar="DIR", help="output folder (default: ./predictions)")
+    p.add_argument("--device", metavar="DEV", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="images per forward pass, >= 1 (equal sizes only)",
     )
     p.add_argument(
         "--image-scale",
-        type=positive_int,
-        nargs=2,
-        metavar=("LONG", "SHORT"),
-        help="keep-ratio test scale (default: the one trained weights record, else the configs' {} {})".format(
-            *DEFAULT_SETTINGS.image_scale
-        ),
+        type=image_scale,
+        metavar="LONGxSHORT",
+        help="keep-ratio test scale, e.g. 1333x800 (default: the one trained weights record, else the "
+        "configs' {}x{}); the old form LONG SHORT still works".format(*DEFAULT_SETTINGS.image_scale),
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_options(p)
     p.set_defaults(func=_cmd_predict)
 
     p = subparsers.add_parser("push-to-hub", help="upload a model, its config and model card to the Hugging Face Hub")

@@ -1,1 +1,1 @@
-"""Running built detectors on image files: :mod:`wszoo.inference.predict`."""
+"""Running built detectors: in memory (``predictor``), drawings (``drawing``), image files (``predict``)."""

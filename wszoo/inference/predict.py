@@ -1,32 +1,30 @@
-"""Predict and draw: run a detector on image files and write a PNG and a JSON per image.
+"""Predict and draw on image files: a PNG drawing and a JSON of detections per image.
 
-Only images of the same size share a batch. GroupNorm normalises over whole feature maps,
-padding included, so an image padded to the size of a larger batch-mate would get different
-detections than alone; with equal sizes the padding is the image's own, and the detections are
-those of the image alone up to float rounding (batched convolutions may sum in another order).
-Pass ``batch_size=1`` for results bit-identical to calling the model on each image.
+:func:`write_predictions` runs a :class:`~wszoo.inference.predictor.Predictor` over files and
+folders (``wszoo predict`` is a thin command line over it); :func:`predict` is the older form that
+takes a built model. Batching follows the Predictor's rule: only images of equal size share a
+batch (GroupNorm sees the padding).
 """
 
 from __future__ import annotations
 
-import colorsys
 import json
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 from torchvision.io import encode_png
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from tqdm.auto import tqdm
 
 from ..checkpoint_io import write_file_atomic
 from ..image_io import ImageError, decode_image_file
 from ..modeling.transforms import binary_masks
 from ..settings import DEFAULT_SETTINGS
+from .drawing import DRAW_THRESHOLD, draw_detections
+from .predictor import Predictor
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -38,6 +36,7 @@ __all__ = [
     "detections_record",
     "draw_detections",
     "predict",
+    "write_predictions",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -46,7 +45,7 @@ MASK_THRESHOLD = DEFAULT_SETTINGS.mask_thresh  # MMDetection's binary mask is pr
 
 @dataclass
 class PredictReport:
-    """What :func:`predict` did.
+    """What :func:`write_predictions` did.
 
     Attributes:
         written: ``(image, drawn PNG, detections JSON)`` per image processed.
@@ -122,41 +121,6 @@ def detections_record(
     return {"image": str(image), "height": size[0], "width": size[1], "detections": items}
 
 
-def _palette(labels: Tensor) -> list[tuple[int, int, int]]:
-    # A fixed, well-spread colour per class (golden-ratio hues), the same in every image.
-
-    return [
-        tuple(int(255 * c) for c in colorsys.hsv_to_rgb((label * 0.618034) % 1.0, 0.85, 0.95))
-        for label in labels.tolist()
-    ]
-
-
-def draw_detections(image: Tensor, detections: dict[str, Tensor], *, classes: Sequence[str]) -> Tensor:
-    """``image`` (uint8 (3, H, W)) with mask overlays, boxes, class names and scores drawn."""
-
-    if len(detections["boxes"]) == 0:
-        return image
-    colors = _palette(detections["labels"])
-    if "masks" in detections:
-        masks = binary_masks(detections["masks"], MASK_THRESHOLD)
-        image = draw_segmentation_masks(image, masks, alpha=0.45, colors=colors)
-    names = [classes[i - 1] if 0 < i <= len(classes) else str(i) for i in detections["labels"].tolist()]
-    captions = [f"{name} {score:.2f}" for name, score in zip(names, detections["scores"].tolist())]
-    return draw_bounding_boxes(image, detections["boxes"], labels=captions, colors=colors, width=2)
-
-
-def _keep(detections: dict[str, Tensor], score_threshold: float) -> dict[str, Tensor]:
-    keep = detections["scores"] > score_threshold  # MMDetection's show_result keeps scores > score_thr
-    return {k: v[keep].cpu() for k, v in detections.items()}
-
-
-def _batches(images: dict[Path, Tensor], batch_size: int) -> list[list[Path]]:
-    by_size: dict[tuple[int, int], list[Path]] = defaultdict(list)
-    for path, image in images.items():
-        by_size[tuple(image.shape[-2:])].append(path)
-    return [paths[i : i + batch_size] for paths in by_size.values() for i in range(0, len(paths), batch_size)]
-
-
 def _output_stems(paths: Sequence[Path]) -> dict[Path, str]:
     stems: dict[Path, str] = {}
     used: set[str] = set()
@@ -167,6 +131,64 @@ def _output_stems(paths: Sequence[Path]) -> dict[Path, str]:
         used.add(stem)
         stems[path] = stem
     return stems
+
+
+def write_predictions(
+    predictor: Predictor,
+    inputs: Iterable[Union[str, os.PathLike]],
+    *,
+    out_dir: Union[str, os.PathLike],
+    draw_threshold: Optional[float] = DRAW_THRESHOLD,
+    boxes: bool = True,
+    masks: bool = True,
+    scores: bool = True,
+    progress: bool = True,
+    chunk_size: int = 64,
+) -> PredictReport:
+    """Runs ``predictor`` on image files and folders; writes ``<stem>.png`` (drawn) and ``<stem>.json``.
+
+    The JSON holds every detection the predictor returns (those above its ``score_threshold``);
+    the drawing shows those above ``draw_threshold``. Files that cannot be read are reported in
+    the result (and skipped); the others are processed.
+
+    Args:
+        predictor: What to run.
+        inputs: Image files and folders (their ``.jpg``, ``.jpeg`` and ``.png`` files).
+        out_dir: Output folder (created).
+        draw_threshold: Draw detections scoring above this (None: all in the JSON).
+        boxes: Draw boxes and labels.
+        masks: Draw masks.
+        scores: Put scores in the labels.
+        progress: Show a progress bar.
+        chunk_size: Images read into memory at a time.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = find_images(inputs)
+    stems = _output_stems(paths)
+    report = PredictReport()
+    draw_options = dict(classes=predictor.classes, threshold=draw_threshold, boxes=boxes, masks=masks, scores=scores)
+    with tqdm(total=len(paths), unit="img", disable=not progress) as bar:
+        for start in range(0, len(paths), chunk_size):
+            images: dict[Path, Tensor] = {}
+            for path in paths[start : start + chunk_size]:
+                try:
+                    images[path] = read_image(path)
+                except ImageError as err:
+                    report.failed.append((path, str(err)))
+                    bar.update(1)
+            found = predictor.detect(list(images.values()))
+            for (path, image), detections in zip(images.items(), found):
+                png, record = out / f"{stems[path]}.png", out / f"{stems[path]}.json"
+                drawn = draw_detections(image, detections, **draw_options)
+                write_file_atomic(png, encode_png(drawn).numpy().tobytes())  # whole files or none
+                data = detections_record(
+                    detections, classes=predictor.classes, image=path, size=tuple(image.shape[-2:])
+                )
+                write_file_atomic(record, (json.dumps(data) + "\n").encode())
+                report.written.append((path, png, record))
+                bar.update(1)
+    return report
 
 
 def predict(
@@ -181,9 +203,9 @@ def predict(
     progress: bool = True,
     chunk_size: int = 64,
 ) -> PredictReport:
-    """Runs ``model`` on image files and folders; writes ``<stem>.png`` (drawn) and ``<stem>.json`` per image.
-
-    Files that cannot be read are reported in the result (and skipped); the others are processed.
+    """Runs a built ``model`` on image files and folders: :func:`write_predictions` over a
+    :class:`~wszoo.inference.predictor.Predictor`, with detections scoring above
+    ``score_threshold`` both saved and drawn.
 
     Args:
         model: A wszoo detector (moved to ``device`` and put in eval mode).
@@ -196,39 +218,11 @@ def predict(
         progress: Show a progress bar.
         chunk_size: Images read into memory at a time.
     """
-
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not 0.0 <= score_threshold <= 1.0:  # also refuses NaN
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = find_images(inputs)
-    stems = _output_stems(paths)
-    model = model.eval() if device is None else model.to(device).eval()
-    device = next(model.parameters()).device
-    report = PredictReport()
-    with tqdm(total=len(paths), unit="img", disable=not progress) as bar, torch.inference_mode():
-        for start in range(0, len(paths), chunk_size):
-            images: dict[Path, Tensor] = {}
-            for path in paths[start : start + chunk_size]:
-                try:
-                    images[path] = read_image(path)
-                except ImageError as err:
-                    report.failed.append((path, str(err)))
-                    bar.update(1)
-            for batch in _batches(images, batch_size):
-                outputs = model([images[p].to(device) for p in batch])
-                for path, detections in zip(batch, outputs):
-                    detections = _keep(detections, score_threshold)
-                    png, record = out / f"{stems[path]}.png", out / f"{stems[path]}.json"
-                    drawn = draw_detections(images[path], detections, classes=classes)
-                    write_file_atomic(png, encode_png(drawn).numpy().tobytes())  # whole files or none
-                    size = tuple(images[path].shape[-2:])
-                    found = detections_record(detections, classes=classes, image=path, size=size)
-                    write_file_atomic(record, (json.dumps(found) + "\n").encode())
-                    report.written.append((path, png, record))
-                    bar.update(1)
-    order = {path: index for index, path in enumerate(paths)}
-    report.written.sort(key=lambda item: order[item[0]])
-    return report
+    predictor = Predictor(model, classes=classes, device=device, score_threshold=score_threshold, batch_size=batch_size)
+    return write_predictions(
+        predictor, inputs, out_dir=out_dir, draw_threshold=None, progress=progress, chunk_size=chunk_size
+    )
