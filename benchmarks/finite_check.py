@@ -48,7 +48,6 @@ from wszoo.checkpoint_io import first_non_finite, save_safetensors
 from wszoo.modeling.detector import build_detector
 from wszoo.registry import get_entry
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 

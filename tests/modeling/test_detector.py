@@ -199,3 +199,37 @@ def test_no_proposals_gives_empty_detections_with_every_field():
         out = model.roi_heads.predict(features, [torch.zeros(0, 4)], [ImageMeta((90, 120), (160, 213), (1.775, 1.78))])
     assert out[0]["boxes"].shape == (0, 4) and out[0]["labels"].shape == (0,) and out[0]["scores"].shape == (0,)
     assert out[0]["masks"].shape == (0, 1, 90, 120)
+
+
+@pytest.mark.parametrize("with_mask", [False, True], ids=["faster", "mask"])
+def test_a_cpu_batch_runs_image_by_image_and_equals_single_calls(with_mask):
+    model = build_detector(arch=DetectorArch(depth=18, with_mask=with_mask), **SMALL).eval()
+    with torch.no_grad():  # spread the scores so that there are detections to compare
+        model.roi_heads.box_predictor.cls_score.weight.mul_(20)
+    images = [_image(seed=1), _image(120, 90, seed=2), _image(seed=3)]
+    passes = []
+    model.backbone.register_forward_hook(lambda module, inputs, output: passes.append(inputs[0].shape[0]))
+    with torch.inference_mode():
+        singles = [model([image])[0] for image in images]
+        passes.clear()
+        batched = model(images)
+        assert passes == [1, 1, 1]  # images_per_cpu_pass=1, the default
+        model.images_per_cpu_pass = 2
+        passes.clear()
+        model(images)
+        assert passes == [2, 1]
+        model.images_per_cpu_pass = None
+        passes.clear()
+        model(images)
+        assert passes == [3]
+    assert sum(len(d["boxes"]) for d in singles) > 0
+    for single, result in zip(singles, batched):
+        assert result.keys() == single.keys()
+        for key in single:  # bit for bit: the same passes as single calls
+            assert torch.equal(result[key], single[key]), key
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_images_per_cpu_pass_is_checked(value):
+    with pytest.raises(ValueError, match="images_per_cpu_pass must be an integer >= 1 or None"):
+        build_detector(arch=DetectorArch(depth=18), images_per_cpu_pass=value)

@@ -9,7 +9,9 @@ Only images of the same size share a batch. GroupNorm normalises over whole feat
 padding included, so an image padded to the size of a larger batch-mate would get different
 detections than alone; with equal sizes the padding is the image's own, and the detections are
 those of the image alone up to float rounding (batched convolutions may sum in another order).
-Pass ``batch_size=1`` for results bit-identical to calling the model on each image.
+On the CPU a zoo detector runs a batch one image per pass anyway (``images_per_cpu_pass=1``,
+see :class:`~wszoo.modeling.detector.WSRCNN`: faster there), so its detections are bit-identical
+to single calls; on a GPU, pass ``batch_size=1`` for that.
 """
 
 from __future__ import annotations

@@ -82,7 +82,17 @@ class WSRCNN(GeneralizedRCNN):
     binary masks are ``masks >= 0.5``). In training mode it takes ``targets`` (``boxes``,
     ``labels``, and ``masks`` (N, H, W) for Mask R-CNN, in input pixels) and returns a dict of
     losses.
+
+    In eval mode on the CPU, a batch runs through the network
+    :attr:`images_per_cpu_pass` images at a time (default 1): the cost of a CPU forward is
+    memory traffic through the caches, and one image's activations stay in them where a batch's
+    do not (``benchmarks/inference_levers.py``: GroupNorm and the residual adds of a batch of
+    four took 2.1x and 1.7x the time per image of single passes). So a batch costs what its
+    images cost one by one, and each image's detections are exactly those of a call on it
+    alone. ``None`` runs the whole batch at once (as on a GPU, where batching fills the device).
     """
+
+    images_per_cpu_pass: Optional[int] = 1
 
     def forward(
         self, images: Union[Sequence[Tensor], Tensor], targets: Optional[list[dict[str, Tensor]]] = None
@@ -90,6 +100,16 @@ class WSRCNN(GeneralizedRCNN):
         images = _check_images(images)
         if self.training:
             _check_targets(targets, len(images), with_mask=self.roi_heads.has_mask())
+        step = self.images_per_cpu_pass
+        if not self.training and step is not None and len(images) > step and images[0].device.type == "cpu":
+            return [
+                result for start in range(0, len(images), step) for result in self._run(images[start : start + step])
+            ]
+        return self._run(images, targets)
+
+    def _run(
+        self, images: list[Tensor], targets: Optional[list[dict[str, Tensor]]] = None
+    ) -> Union[dict[str, Tensor], list[dict[str, Tensor]]]:
         image_list, targets, metas = self.transform(images, targets)
         features = self.backbone(image_list.tensors)
         proposals, rpn_losses = self.rpn(image_list, features, targets)
@@ -191,6 +211,7 @@ def build_detector(
     rpn_post_nms_top_n_test: int = DEFAULT_SETTINGS.rpn_post_nms_top_n,
     box_batch_size_per_image: int = 512,
     mask_format: str = "probs",
+    images_per_cpu_pass: Optional[int] = 1,
 ) -> WSRCNN:
     """Builds a GN+WS Faster or Mask R-CNN with MMDetection v2's test settings.
 
@@ -210,6 +231,8 @@ def build_detector(
         mask_format: Mask R-CNN's masks in eval mode: ``"probs"`` (torchvision's (N, 1, H, W)
             float32 probabilities) or ``"bool"`` (MMDetection's binary masks (N, H, W),
             ``probability >= 0.5``, pasted directly: a quarter of the memory).
+        images_per_cpu_pass: In eval mode on the CPU, images per pass through the network
+            (see :class:`WSRCNN`); None: the whole batch at once.
 
     The defaults are the configs' (``nms_pre=1000``, ``max_per_img=1000``, ``num=512``); smaller
     values trade accuracy for speed (the tests use them to stay fast on a CPU).
@@ -264,8 +287,14 @@ def build_detector(
         roi_heads.mask_head = ConvMaskHead(256, conv_layer=conv)
         roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, num_classes)
         roi_heads.mask_format = mask_format
+    if images_per_cpu_pass is not None and (
+        isinstance(images_per_cpu_pass, bool) or not isinstance(images_per_cpu_pass, int) or images_per_cpu_pass < 1
+    ):
+        raise ValueError(f"images_per_cpu_pass must be an integer >= 1 or None, got {images_per_cpu_pass!r}")
     transform = DetectionTransform(scale=image_scale, resize_backend=resize_backend)
-    return WSRCNN(backbone, rpn, roi_heads, transform)
+    model = WSRCNN(backbone, rpn, roi_heads, transform)
+    model.images_per_cpu_pass = images_per_cpu_pass
+    return model
 
 
 def _freeze_stages(body: ResNet, trainable_layers: int) -> None:
