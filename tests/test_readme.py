@@ -12,7 +12,6 @@ import re
 import textwrap
 from pathlib import Path
 
-import pytest
 import torch
 from torchvision.io import write_jpeg
 
