@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""wszoo against MMDetection 3.3 end to end, on the same weights and the same photograph.
+
+Needs the parity environment (``parity/mmdet_parity.py`` says how to set it up); run from the
+repository root::
+
+    PYTHONPATH=. /work/mmdet_venv/bin/python benchmarks/vs_mmdetection.py
+    PYTHONPATH=. /work/mmdet_venv/bin/python benchmarks/vs_mmdetection.py --variants mask_r50_2x --size 1280x1920
+
+Per variant it builds MMDetection's detector from its own config with deterministic random
+weights that give many detections (``parity.mmdet_parity.prepare_variant``), converts them into
+wszoo's model, and times, interleaved (alternating which goes first, medians over rounds, the
+same torch thread count):
+
+* ``mmdet``: ``mmdet.apis.inference_detector`` on the BGR image (its test pipeline, model,
+  and binary masks at the image's size);
+* ``wszoo``: the wszoo model on the RGB image as ``wszoo.Predictor`` and ``wszoo predict``
+  build it (``mask_format="bool"``: MMDetection's binary masks, the output compared);
+* ``wszoo probs``: the same with the default ``mask_format="probs"`` (torchvision's float masks).
+
+It prints seconds per image, the ratio to MMDetection, the peak resident memory one forward adds
+(Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``; not meaningful on a GPU),
+and the detections' agreement with MMDetection's (count, labels, max |Δbox|, max |Δscore|).
+The photograph is scikit-image's astronaut resized to ``--size`` (the test pipeline then
+resizes it to the configs' 1333x800).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import median, parse_size, print_environment, print_table
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_added_mib(fn) -> float:
+    """Peak resident memory (MiB) that ``fn()`` adds over the resident memory before it."""
+    import gc
+
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+    before = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def _wszoo_run(model, image: torch.Tensor, mask_format: str):
+    def run() -> dict:
+        if model.roi_heads.has_mask():
+            model.roi_heads.mask_format = mask_format
+        with torch.inference_mode():
+            out = model([image])[0]
+        if "masks" in out and out["masks"].dtype != torch.bool:
+            out["masks"] = out["masks"][:, 0] >= 0.5
+        return out
+
+    return run
+
+
+def compare_variant(variant: str, rgb: np.ndarray, rounds: int) -> None:
+    """Times and compares MMDetection and wszoo on ``variant`` and prints the table."""
+    from parity.mmdet_parity import compare_detections, prepare_variant, run_mmdet
+
+    mm_model, ws_model = prepare_variant(variant)
+    image = torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+    with_mask = ws_model.roi_heads.has_mask()
+    runs = {"mmdet": lambda: run_mmdet(mm_model, rgb), "wszoo": _wszoo_run(ws_model, image, "bool")}
+    if with_mask:
+        runs["wszoo probs"] = _wszoo_run(ws_model, image, "probs")
+    outputs = {key: run() for key, run in runs.items()}  # warm-up
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    peaks: dict[str, list[float]] = {key: [] for key in runs}
+    for round_ in range(rounds):
+        order = list(runs) if round_ % 2 == 0 else list(runs)[::-1]
+        for key in order:
+            start = time.perf_counter()
+            runs[key]()
+            times[key].append(time.perf_counter() - start)
+        for key in order:
+            peaks[key].append(peak_added_mib(runs[key]))
+    base = median(times["mmdet"])
+    rows = []
+    for key in runs:
+        agreement = compare_detections(outputs["mmdet"], outputs[key]).row() if key != "mmdet" else "-"
+        rows.append([key, median(times[key]), median(times[key]) / base, median(peaks[key]), agreement])
+    print(f"\n== {variant}: {len(outputs['mmdet']['boxes'])} MMDetection detections, {rounds} rounds ==")
+    print_table(["run", "s / image", "ratio to mmdet", "peak +MiB", "vs mmdet detections"], rows)
+    if with_mask:
+        mask = outputs["wszoo"]["masks"]
+        print(f"  wszoo bool masks {tuple(mask.shape)}: {mask.numel() * mask.element_size() / 2**20:.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="faster_r50_1x,mask_r50_2x")
+    parser.add_argument("--size", type=parse_size, default=(1280, 1920), help="HEIGHTxWIDTH of the photograph")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    from parity.mmdet_parity import load_image, setup
+
+    setup()
+    height, width = args.size
+    photo = torch.from_numpy(load_image("astronaut")).permute(2, 0, 1)[None].float()
+    photo = torch.nn.functional.interpolate(photo, size=(height, width), mode="bilinear")[0]
+    rgb = np.ascontiguousarray(photo.round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+    print_environment({"image": f"{height}x{width}", "threads": torch.get_num_threads()})
+
+    for variant in args.variants.split(","):
+        compare_variant(variant, rgb, args.rounds)
+    print(f"\nload average at the end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
