@@ -86,8 +86,9 @@ class WSRCNN(GeneralizedRCNN):
     In eval mode on the CPU, a batch runs through the network
     :attr:`images_per_cpu_pass` images at a time (default 1): the cost of a CPU forward is
     memory traffic through the caches, and one image's activations stay in them where a batch's
-    do not (``benchmarks/inference_levers.py``: GroupNorm and the residual adds of a batch of
-    four took 2.1x and 1.7x the time per image of single passes). So a batch costs what its
+    do not (profiled on Faster R-50 at 512x768 with one thread: GroupNorm and the residual adds
+    of a batch of four took 2.1x and 1.7x the time per image of single passes; end to end
+    ``benchmarks/inference_levers.py`` compares both). So a batch costs what its
     images cost one by one, and each image's detections are exactly those of a call on it
     alone. ``None`` runs the whole batch at once (as on a GPU, where batching fills the device).
     """
