@@ -11,6 +11,7 @@ member it was built from, or None), ``model.meta`` and timm's ``model.pretrained
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import re
@@ -269,7 +270,8 @@ def _describe(model: nn.Module, entry: ZooEntry, resolved, *, source: WeightsArg
     num_classes = _num_classes(model)
     if isinstance(resolved, ZooEntry):  # the published weights
         model.weights = get_model_weights(resolved.name)[member_name(resolved)]
-        model.meta = {**model.weights.meta, "num_params": sum(p.numel() for p in model.parameters())}
+        # A copy: editing model.meta must not edit the weights' meta, shared by every later build.
+        model.meta = {**copy.deepcopy(model.weights.meta), "num_params": sum(p.numel() for p in model.parameters())}
         cfg = pretrained_cfg(resolved, num_classes=num_classes, tag=model.weights.name.lower())
     else:
         model.weights = None

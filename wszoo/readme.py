@@ -31,7 +31,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # Folders of the repository outside the package, in the order shown.
 FOLDERS = {
     "hubconf.py": "torch.hub entry points (re-exports of wszoo.builders)",
-    "tools/": "developer tools: import-graph check, batch conversion",
+    "tools/": "developer tools: import-graph check, batch conversion, parameter and GFLOPs counts",
     "parity/": "opt-in comparison against real MMDetection",
     "benchmarks/": "ratio benchmarks",
     "tests/": "offline tests, mirroring the package (a loopback HTTP server stands in for the internet)",

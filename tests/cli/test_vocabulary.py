@@ -93,8 +93,10 @@ def test_score_threshold_and_its_deprecated_spelling(capsys, command):
     assert "--score-threshold THRESHOLD" in out and "--score-thresh " not in out
 
 
-# `wszoo predict` is being rewritten over wszoo.Predictor (issue 14, another part); until it
-# takes add_output_options its --quiet still means "no progress bars". Not strict: it passes once it does.
+# Commands that draw progress bars (downloads, data loading) must offer --no-progress too.
+PROGRESS_COMMANDS = {"wszoo download", "wszoo predict", "wszoo push-to-hub", "wszoo train", "wszoo eval", "wszoo export"}
+
+
 @pytest.mark.parametrize("path", [path for path, _ in commands(build_parser())])
 def test_quiet_and_no_progress_mean_the_same_in_every_command(path):
     parser = dict(commands(build_parser()))[path]
@@ -105,6 +107,8 @@ def test_quiet_and_no_progress_mean_the_same_in_every_command(path):
     if "--no-progress" in options:
         assert options["--no-progress"].help.startswith("no progress bars")
         assert "--quiet" in options, "--no-progress without --quiet"
+    if path in PROGRESS_COMMANDS:
+        assert "--no-progress" in options and "--quiet" in options
 
 
 @pytest.mark.parametrize(

@@ -218,3 +218,22 @@ def test_list_models_pretrained_lists_only_entries_with_published_weights():
     assert "faster_rcnn_r18_fpn_gn_ws" not in wszoo.list_models("*r18*", pretrained=True)
     with pytest.raises(ValueError, match="contradict"):
         wszoo.list_models(pretrained=True, has_weights=False)
+
+
+@pytest.mark.parametrize("text", ["final.PTH", "runs/x.SAFETENSORS", "WEIGHTS", "COCO_V2", "Nope_Weights.COCO_V1"])
+def test_a_missing_file_or_unknown_member_gets_the_weights_message(text):
+    entry = get_entry("mask_rcnn_r50_fpn_gn_ws_all_2x_coco")
+    with pytest.raises(ValueError, match="neither 'DEFAULT', a weights enum member, nor an existing file") as err:
+        resolve_weights(entry, text)
+    assert "mask_rcnn_r50_fpn_gn_ws_all_2x_coco.COCO_V1" in str(err.value)  # a member that exists
+
+
+def test_editing_a_models_meta_leaves_the_weights_meta_alone(monkeypatch):
+    weights = get_model_weights("faster_rcnn_r50_fpn_gn_ws_all_1x_coco").DEFAULT
+    before = copy.deepcopy(weights.meta)
+    model = torch.nn.Linear(1, 1)
+    monkeypatch.setattr(builders, "_num_classes", lambda module: 81)
+    builders._describe(model, entry_of(weights), entry_of(weights), source="DEFAULT", classes=None)
+    model.meta["categories"].append("unicorn")
+    model.meta["_metrics"]["COCO-val2017"]["box_map"] = 0.0
+    assert weights.meta == before

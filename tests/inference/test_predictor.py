@@ -139,3 +139,26 @@ def test_draw_hides_low_scores_from_the_drawing_not_from_the_results(predictor):
     assert torch.equal(predictor.draw(image.float() / 255, result), drawn)  # float images drawn as uint8
     with pytest.raises(ValueError, match=r"2 image\(s\) and 1 result\(s\)"):
         predictor.draw([image, image], [result])
+
+
+def test_a_call_with_draw_returns_the_results_and_their_drawings(predictor):
+    images = [pixels(64, 96, 7), pixels(48, 80, 8)]
+    results, drawings = predictor(images, draw=True, threshold=0.0)
+    assert_same(results[0], predictor(images[0]))
+    assert torch.equal(drawings[1], predictor.draw(images[1], results[1], threshold=0.0))
+    assert len(results[0]["boxes"]) > 0 and not torch.equal(drawings[0], images[0])  # something was drawn
+    result, drawing = predictor(images[0], draw=True, scores=False)
+    assert isinstance(result, dict) and torch.equal(drawing, predictor.draw(images[0], result, scores=False))
+    with pytest.raises(TypeError, match="need draw=True"):
+        predictor(images[0], threshold=0.5)
+
+
+def test_class_names_come_from_the_built_model():
+    torch.manual_seed(0)
+    coco = wszoo.Predictor(MODEL, weights=None, device="cpu", image_scale=(96, 64), **FAST)
+    assert coco.classes == wszoo.COCO_CLASSES
+    five = wszoo.Predictor(MODEL, weights=None, device="cpu", num_classes=5, image_scale=(96, 64), **FAST)
+    assert five.classes == ()  # not COCO's names for a 5-class model: labels are shown as numbers
+    model = wszoo.get_model("faster_rcnn_r18_fpn_gn_ws", num_classes=3)
+    model.meta["categories"] = ["__background__", "cat", "dog"]
+    assert wszoo.Predictor(model).classes == ("cat", "dog")

@@ -12,7 +12,7 @@ from ..inference.drawing import DRAW_THRESHOLD
 from ..inference.predict import write_predictions
 from ..inference.predictor import Predictor
 from ..settings import DEFAULT_SETTINGS
-from .arguments import add_output_options, image_scale, positive_int, probability, say, show_progress
+from .arguments import HelpFormatter, add_output_options, image_scale, positive_int, probability, say, show_progress
 
 __all__ = ["legacy_argv", "register"]
 
@@ -22,7 +22,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(
         args.model,
         weights=weights,
-        device=args.device,
+        device=None if args.device == "auto" else args.device,
         score_threshold=args.score_threshold,
         image_scale=args.image_scale,
         batch_size=args.batch_size,
@@ -95,6 +95,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a detector on images; write drawn PNGs and JSON detections",
         description="Runs a detector on JPEG/PNG files and folders and writes, per image, <name>.json "
         "(every detection above --score-threshold) and <name>.png (those above --draw-threshold drawn).",
+        epilog="examples:\n"
+        "  wszoo predict mask_rcnn_r50_fpn_gn_ws_all_2x_coco photos/ street.jpg --out predictions/\n"
+        "  wszoo predict faster_rcnn_r50_fpn_gn_ws_all_1x_coco street.jpg --draw-threshold 0.5 --no-scores\n"
+        "  wszoo predict mask_rcnn_r50_fpn_gn_ws_all_2x_coco photos/ --weights runs/mine/final.safetensors",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("model", help="zoo name or alias of a detector (see `wszoo list`)")
     p.add_argument("images", nargs="+", help="JPEG/PNG files, and folders of them (not recursive)")
@@ -124,7 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-masks", action="store_true", help="do not draw masks (Mask R-CNN)")
     p.add_argument("--no-scores", action="store_true", help="labels show the class name only")
     p.add_argument("--out", default="predictions", metavar="DIR", help="output folder (default: ./predictions)")
-    p.add_argument("--device", metavar="DEV", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument(
+        "--device", metavar="DEV", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."
+    )
     p.add_argument(
         "--batch-size",
         type=positive_int,
@@ -142,7 +149,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_output_options(p)
     p.set_defaults(func=_cmd_predict)
 
-    p = subparsers.add_parser("push-to-hub", help="upload a model, its config and model card to the Hugging Face Hub")
+    p = subparsers.add_parser(
+        "push-to-hub",
+        help="upload a model, its config and model card to the Hugging Face Hub",
+        description="Uploads a zoo model's weights (converted safetensors), config.json and a model card to a "
+        "Hugging Face Hub repository; `get_model(name, weights='hf-hub:ORG/REPO')` loads them back.",
+        epilog="examples:\n"
+        "  wszoo push-to-hub mask_rcnn_r50_fpn_gn_ws_all_2x_coco --repo-id me/mask-rcnn-gn-ws\n"
+        "  wszoo push-to-hub mask_rcnn_r50_fpn_gn_ws_all_2x_coco --repo-id me/my-run "
+        "--weights runs/mine/final.safetensors --private",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("name", help="zoo name or alias")
     p.add_argument("--repo-id", required=True, help="ORG/REPO on the Hub (created if missing)")
     p.add_argument(

@@ -93,7 +93,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "--score-thresh", dest="score_thresh", type=probability, action=DeprecatedAlias, new="--score-threshold"
     )
     p.add_argument("--rpn-post-nms-top-n-test", type=positive_int, help="proposals at test time (default 1000)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu or cuda")
     p.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader workers per process, >= 0")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision (GPU)")
     add_output_options(p)

@@ -49,7 +49,7 @@ from .download import (
 )
 from .hf_load import HubWeights, fetch, published_from_hub
 from .hf_load import load_state_dict as load_from_hub
-from .pretrained import WeightsEnum, entry_of, get_weight
+from .pretrained import WeightsEnum, entry_of, get_model_weights, get_weight
 
 __all__ = [
     "WeightsArg",
@@ -86,14 +86,20 @@ def means_default(entry: ZooEntry, weights: WeightsArg) -> bool:
 
 
 def _named_weights(entry: ZooEntry, weights: str) -> Optional[WeightsEnum]:
-    """The enum member a string names (``"COCO_V1"``, ``"<model or enum>.COCO_V1"``), or None."""
-    if Path(weights).expanduser().exists():  # a file's name wins
+    """The enum member a string names (``"COCO_V1"``, ``"<model or enum>.COCO_V1"``), or None.
+
+    A string that names no member (a file name such as ``final.PTH`` that does not exist, a
+    path) is left to the file branch, whose message says what ``weights=`` takes.
+    """
+    if Path(weights).expanduser().exists() or "/" in weights or "\\" in weights:  # a path
         return None
-    if _MEMBER.fullmatch(weights):
-        return get_weight(f"{entry.name}.{weights}")
-    if "." in weights and _MEMBER.fullmatch(weights.rsplit(".", 1)[1]):
-        return get_weight(weights)
-    return None
+    name = f"{entry.name}.{weights}" if _MEMBER.fullmatch(weights) else weights
+    if "." not in name or not _MEMBER.fullmatch(name.rsplit(".", 1)[1]):
+        return None
+    try:
+        return get_weight(name)
+    except (ValueError, KeyError):  # no such model, enum or member (UnknownModelError is a KeyError)
+        return None
 
 
 def resolve_weights(entry: ZooEntry, weights: WeightsArg, *, pretrained: bool = False):
@@ -132,12 +138,18 @@ def resolve_weights(entry: ZooEntry, weights: WeightsArg, *, pretrained: bool = 
             return path
         raise ValueError(
             f"weights={str(weights)!r} is neither 'DEFAULT', a weights enum member, nor an existing file; "
-            "pass weights='DEFAULT' for the published weights or the path of a .pth/.safetensors file"
+            "pass weights='DEFAULT' for the published weights, a member such as "
+            f"'{entry.name}.{_member_hint(entry)}', or the path of a .pth/.safetensors file"
         )
     raise TypeError(
         "weights must be None, 'DEFAULT', a weights enum member (wszoo.get_model_weights(name).DEFAULT), "
         f"a ZooEntry, a file path or 'hf-hub:ORG/REPO', got {type(weights).__name__}"
     )
+
+
+def _member_hint(entry: ZooEntry) -> str:
+    members = list(get_model_weights(entry.name).__members__)
+    return members[0] if members else "DEFAULT"
 
 
 def _shown(weights: WeightsArg) -> str:

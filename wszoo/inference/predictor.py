@@ -196,22 +196,36 @@ class Predictor:
         return next(self.model.parameters()).device
 
     def __call__(
-        self, images: Union[ImageInput, Sequence[ImageInput]], *, bgr: bool = False
-    ) -> Union[dict[str, Tensor], list[dict[str, Tensor]]]:
+        self,
+        images: Union[ImageInput, Sequence[ImageInput]],
+        *,
+        bgr: bool = False,
+        draw: bool = False,
+        **draw_options: Any,
+    ) -> Union[dict[str, Tensor], list[dict[str, Tensor]], tuple[Any, Any]]:
         """Detections for one image (a dict) or a list of images (a list of dicts, in order).
 
         Args:
             images: One image or a list of them, each as :func:`to_image_tensor` accepts.
             bgr: Numpy arrays are BGR (OpenCV's ``imread``), not RGB.
+            draw: Also return the drawings: ``(results, drawings)``, each one or a list as the
+                input is (no second decoding of the inputs).
+            **draw_options: For ``draw=True``: :meth:`draw`'s ``threshold``, ``boxes``, ``masks``
+                and ``scores``.
 
         Returns:
             ``boxes`` (N, 4) x1 y1 x2 y2 in input pixels, ``scores``, ``labels`` (1..num_classes)
             and, for Mask R-CNN, ``masks`` (N, H, W) bool; on the CPU.
         """
+        if draw_options and not draw:
+            raise TypeError(f"drawing options {sorted(draw_options)} need draw=True")
         single = not isinstance(images, (list, tuple))
         tensors = self.images(images, bgr=bgr)
         results = self.detect(tensors)
-        return results[0] if single else results
+        if not draw:
+            return results[0] if single else results
+        drawings = self.draw(tensors, results, **draw_options)
+        return (results[0], drawings[0]) if single else (results, drawings)
 
     def images(self, images: Union[ImageInput, Sequence[ImageInput]], *, bgr: bool = False) -> list[Tensor]:
         """The inputs as (3, H, W) tensors, as the call sees them (one image gives a list of one)."""
@@ -285,6 +299,9 @@ def _as_uint8(image: Tensor) -> Tensor:
 
 
 def _default_classes(model: nn.Module) -> tuple[str, ...]:
+    categories = (getattr(model, "meta", None) or {}).get("categories")
+    if categories:  # a zoo-built model knows its classes (label -> name, 0 is background)
+        return tuple(categories[1:])
     predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
     num_classes = getattr(getattr(predictor, "cls_score", None), "out_features", None)
     if num_classes == len(COCO_CLASSES) + 1:
@@ -309,8 +326,10 @@ def _build(
         )
     if isinstance(weights, str) and weights.lower() == "none":
         weights = None
-    # Weights written by `wszoo train` bring their classes, image scale and test settings.
-    weights, spec = trained_weights(entry, weights) if weights is not None else (None, None)
+    # Weights written by `wszoo train` bring their classes, image scale and test settings; the
+    # score threshold is needed before building. get_model is given the weights as given (an
+    # hf-hub: name stays one in model.meta; the Hub file is cached, so it is fetched once).
+    _, spec = trained_weights(entry, weights) if weights is not None else (None, None)
     settings = spec_settings(spec)
     options: dict[str, Any] = {"mask_format": "bool", **build_options}
     if score_threshold is not None:
@@ -319,5 +338,4 @@ def _build(
     if image_scale is not None:  # given explicitly: wins over the weights' own
         options["image_scale"] = tuple(image_scale)
     model = get_model(entry.name, weights=weights, progress=progress, **options)
-    classes = tuple(spec.get("classes") or ()) if spec is not None else entry.classes
-    return model, classes, score_threshold
+    return model, _default_classes(model), score_threshold
