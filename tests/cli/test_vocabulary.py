@@ -94,7 +94,14 @@ def test_score_threshold_and_its_deprecated_spelling(capsys, command):
 
 
 # Commands that draw progress bars (downloads, data loading) must offer --no-progress too.
-PROGRESS_COMMANDS = {"wszoo download", "wszoo predict", "wszoo push-to-hub", "wszoo train", "wszoo eval", "wszoo export"}
+PROGRESS_COMMANDS = {
+    "wszoo download",
+    "wszoo predict",
+    "wszoo push-to-hub",
+    "wszoo train",
+    "wszoo eval",
+    "wszoo export",
+}
 
 
 @pytest.mark.parametrize("path", [path for path, _ in commands(build_parser())])
