@@ -18,10 +18,9 @@ __all__ = ["legacy_argv", "register"]
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    weights = None if args.weights.lower() == "none" else args.weights
     predictor = Predictor(
         args.model,
-        weights=weights,
+        weights=args.weights,  # the Predictor reads 'none' as no weights
         device=None if args.device == "auto" else args.device,
         score_threshold=args.score_threshold,
         image_scale=args.image_scale,
