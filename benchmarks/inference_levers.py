@@ -6,6 +6,8 @@ with random stand-in weights (the R-CNN classifier scaled so that many scores pa
 same uint8 images:
 
   fp32            eager float32 (the baseline)
+  serial RoIAlign fp32 with RoIAlign in one serial call per level, as before RoIs were spread
+                  over the CPU threads (wszoo/modeling/roi_align.py; CPU only)
   channels_last   ``model.to(memory_format=torch.channels_last)``
   bf16+cl         channels_last under ``torch.autocast(device, torch.bfloat16)``
   folded          ``fold_weight_standardization``: plain convs holding the standardized weights
@@ -40,6 +42,7 @@ import torch
 from _common import median, parse_size, print_environment, print_table
 
 import wszoo
+from wszoo.modeling import roi_align
 from wszoo.modeling.layers import fold_weight_standardization
 from wszoo.modeling.transforms import paste_masks
 
@@ -114,6 +117,17 @@ def levers(name: str, args) -> None:
             return channels_last(ims)
 
     runs["bf16+cl"] = bf16
+    if device == "cpu":
+
+        def serial_roi_align(ims):
+            threads_for = roi_align._threads_for
+            roi_align._threads_for = lambda *args: 1
+            try:
+                return model(ims)
+            finally:
+                roi_align._threads_for = threads_for
+
+        runs["serial RoIAlign"] = serial_roi_align
     if args.compile:
         compiled = torch.compile(fold_weight_standardization(copy.deepcopy(model)))
         start = time.perf_counter()

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import roi_align
 
 from ..settings import DEFAULT_SETTINGS
 from .box_ops import DeltaXYWHCoder, batched_nms
 from .layers import ConvLayer, ConvNormAct, NormLayer, WSConv2d, group_norm
 from .losses import average, mask_loss
+from .roi_align import multilevel_roi_align
 from .transforms import ImageMeta, paste_masks, scale_vector
 
 __all__ = ["MMDetRoIAlign", "ConvFCBoxHead", "ConvMaskHead", "MMDetRoIHeads", "rcnn_coder"]
@@ -61,18 +61,8 @@ class MMDetRoIAlign(nn.Module):
         rois = torch.cat([torch.cat([b.new_full((b.shape[0], 1), float(i)), b], dim=1) for i, b in enumerate(boxes)])
         out = maps[0].new_zeros((rois.shape[0], maps[0].shape[1], self.output_size, self.output_size))
         levels = self.map_levels(rois)
-        for level, (feature, stride) in enumerate(zip(maps, self.strides)):
-            index = (levels == level).nonzero(as_tuple=False).squeeze(1)
-            if not torch.compiler.is_exporting() and index.numel() == 0:
-                continue
-            out[index] = roi_align(
-                feature,
-                rois[index],
-                output_size=self.output_size,
-                spatial_scale=1.0 / stride,
-                sampling_ratio=0,
-                aligned=True,
-            ).to(out.dtype)
+        # On the CPU at inference the RoIs are pooled on several threads (bit-identical).
+        multilevel_roi_align(maps, rois, levels, output_size=self.output_size, strides=self.strides, out=out)
         return out
 
 
