@@ -103,11 +103,13 @@ def test_exported_graphs_equal_the_eager_model(exported):
             want = model([image(shape)])[0]
         assert_same_detections(program([image(shape)])[0], want)
         if model.backbone.body.layer1[0].__class__.__name__ == "Bottleneck":
-            # R-50: onnxruntime's convolutions round differently from PyTorch's through 50 layers:
-            # measured here, the same 30 detections with equal labels in the same order, boxes
-            # within 6.1e-3 px and scores within 9.4e-4 (above the 1e-3 / 1e-4 asked for); the
-            # margin allows for near-tied scores of random stand-in weights on other CPUs.
-            assert_same_detections(onnx(image(shape))[0], want, box_tol=1e-2, score_tol=1e-3, min_matched=0.9)
+            # R-50 (random stand-in weights) is below float32's reach at 1e-3 px / 1e-4: eager
+            # itself, against the same model run in float64, is off by up to 2.4e-3 px and
+            # 1.5e-4, and PyTorch's two CPU convolutions (oneDNN or not) differ by 3.8e-3 px and
+            # 1.8e-4. onnxruntime (GroupNorm exported by wszoo.export, see _onnx_translations) is
+            # as close to float64 as eager is; measured against eager: boxes within 1.8e-3 px,
+            # scores within 1.4e-4, every detection matched.
+            assert_same_detections(onnx(image(shape))[0], want, box_tol=4e-3, score_tol=3e-4)
         else:
             assert_same_detections(onnx(image(shape))[0], want)
 
