@@ -19,7 +19,9 @@ same uint8 images:
   tv_v2           torchvision's ``maskrcnn_resnet50_fpn_v2`` / ``fasterrcnn_resnet50_fpn_v2``
                   (random weights, same image scale), the framework baseline
 
-For every lever it prints the median seconds per image, the ratio to fp32, and the agreement
+For every lever it prints the median seconds per image, the ratio of medians to fp32, the paired
+ratio (the median over rounds of each round's ratio, robust to a machine whose speed drifts
+from round to round), and the agreement
 with fp32: the fraction of fp32 detections matched by one of the lever's with the same label
 and IoU >= 0.9. Then the mask-pasting micro-benchmark: 100 instances pasted into a 1280x1920
 image as float probabilities (torchvision's format) and as MMDetection's bool masks, per
@@ -152,25 +154,36 @@ def levers(name: str, args) -> None:
         same_size = [images[0]] * 4
         whole = copy.copy(model)  # shares the modules; only the pass size differs
         whole.images_per_cpu_pass = None
-        for _ in range(args.repeats):
-            single_times.append(sum(time_call(device, model, [image]) for image in same_size) / 4)
-            batch_times.append(time_call(device, model, same_size) / 4)
-            whole_times.append(time_call(device, whole, same_size) / 4)
+        batch_runs = [
+            (single_times, lambda: sum(time_call(device, model, [image]) for image in same_size) / 4),
+            (batch_times, lambda: time_call(device, model, same_size) / 4),
+            (whole_times, lambda: time_call(device, whole, same_size) / 4),
+        ]
+        for round_ in range(args.repeats):  # rotated like the levers: the machine's speed drifts
+            for times_of, run in batch_runs[round_ % 3 :] + batch_runs[: round_ % 3]:
+                times_of.append(run())
 
     base = median(times["fp32"])
+
+    def paired(values: list[float], baseline: list[float]) -> float:
+        # Median of the ratios within each round: the machine's speed drifts between rounds.
+        return median([v / b for v, b in zip(values, baseline)])
+
     rows = []
     for key in runs:
         agree = "-" if key == "tv_v2" else f"{agreement(outputs['fp32'], outputs[key]):.3f}"
         dtype = str(outputs[key][0]["boxes"].dtype).replace("torch.", "")
-        rows.append([key, median(times[key]), median(times[key]) / base, agree, dtype])
-    rows.append(["batch4 (per image)", median(batch_times), median(batch_times) / median(single_times), "-", "-"])
-    rows.append(["batch4, one pass", median(whole_times), median(whole_times) / median(single_times), "-", "-"])
+        ratio = median(times[key]) / base
+        rows.append([key, median(times[key]), ratio, paired(times[key], times["fp32"]), agree, dtype])
+    for label, values in (("batch4 (per image)", batch_times), ("batch4, one pass", whole_times)):
+        ratio = median(values) / median(single_times)
+        rows.append([label, median(values), ratio, paired(values, single_times), "-", "-"])
     print(f"\n== {name}: {args.images} images {size[0]}x{size[1]}, image_scale {scale}, {args.repeats} rounds ==")
     print(
         "  (batch4's ratios are to four single calls of fp32 on the same image; 'batch4' runs the CPU in "
         "passes of one image (the default images_per_cpu_pass=1), 'one pass' the four at once)"
     )
-    print_table(["lever", "s / image", "ratio to fp32", "agreement", "boxes dtype"], rows)
+    print_table(["lever", "s / image", "ratio to fp32", "paired ratio", "agreement", "boxes dtype"], rows)
     counts = [len(o["boxes"]) for o in outputs["fp32"]]
     print(f"  fp32 detections per image: {counts}")
 

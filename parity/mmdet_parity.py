@@ -12,6 +12,8 @@ photographs. Set up, e.g.::
     /work/mmdet_venv/bin/pip install torch==2.14.1 torchvision==0.29.1 numpy
     /work/mmdet_venv/bin/pip install mmengine==0.10.7 opencv-python==4.14.0.94 \
         setuptools==80.9.0 mmdet==3.3.0 mmcv-lite==2.1.0 scikit-image==0.26.0 safetensors
+    # wszoo itself is imported from the checkout (PYTHONPATH=.); its own dependencies:
+    /work/mmdet_venv/bin/pip install "huggingface_hub>=1.0" "requests>=2.28" "filelock>=3.8" "tqdm>=4.60" pillow
 
 Run (from the repository root)::
 

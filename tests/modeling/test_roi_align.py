@@ -87,5 +87,8 @@ def test_few_rois_stay_on_one_thread(monkeypatch):
 def test_worker_pool_is_made_again_after_a_fork(monkeypatch):
     first = threaded._workers(2)
     assert threaded._workers(2) is first
+    third = threaded._workers(3)  # torch.set_num_threads changed: a new pool, the old one shut down
+    assert third is not first and first._shutdown
+    first = threaded._workers(2)
     monkeypatch.setattr(threaded.os, "getpid", lambda: -1)  # as in a forked DataLoader worker
     assert threaded._workers(2) is not first

@@ -38,6 +38,8 @@ def _workers(threads: int) -> ThreadPoolExecutor:
     global _pool, _pool_key
     key = (os.getpid(), threads)
     if _pool is None or _pool_key != key:
+        if _pool is not None and _pool_key[0] == key[0]:  # the thread count changed: let the old go
+            _pool.shutdown(wait=False)
         _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wszoo-roi-align")
         _pool_key = key
     return _pool
