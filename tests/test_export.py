@@ -91,11 +91,16 @@ def exported(request, tmp_path_factory):
     model = stand_in(name, mask_format="bool")
     program = export_program(model)
     folder = tmp_path_factory.mktemp(name)
-    onnx_path = export_onnx(program, folder / "model.onnx")
+    detector = None
+    # ONNX for all but the R-18 Faster R-CNN (30-45 s an export here; the suite must stay under
+    # 10 minutes): its graph is the R-18 Mask R-CNN's box branch, checked at the strict
+    # tolerance there, and the R-50 Faster R-CNN checks the three-output graph.
+    if name != "faster_rcnn_r18_fpn_gn_ws":
+        onnx_path = export_onnx(program, folder / "model.onnx")
+        detector = OnnxDetector(onnx_path)
+        detector.op_types = {node.op_type for node in onnx.load(str(onnx_path)).graph.node}
     if name == "mask_rcnn_r18_fpn_gn_ws":  # the .pt2 round trip, once: loading one takes ~13 s
         program = save_program(program, folder / "model.pt2")
-    detector = OnnxDetector(onnx_path)
-    detector.op_types = {node.op_type for node in onnx.load(str(onnx_path)).graph.node}
     return model, ExportedDetector(program), detector
 
 
@@ -105,6 +110,8 @@ def test_exported_graphs_equal_the_eager_model(exported):
         with torch.no_grad():
             want = model([image(shape)])[0]
         assert_same_detections(program([image(shape)])[0], want)
+        if onnx is None:
+            continue
         if model.backbone.body.layer1[0].__class__.__name__ == "Bottleneck":
             # R-50 (random stand-in weights) is below float32's reach at 1e-3 px / 1e-4: eager
             # itself, against the same model run in float64, is off by up to 2.4e-3 px and
@@ -121,6 +128,8 @@ def test_onnx_group_norm_keeps_pytorchs_precision(exported):
     # InstanceNormalization (torchlib's GroupNorm) sums a whole group in float32 in onnxruntime,
     # which moved R-50 detections by up to 6e-3 px; wszoo.export replaces it.
     _, _, onnx_detector = exported
+    if onnx_detector is None:
+        pytest.skip("this architecture is checked as a .pt2 program only")
     assert "InstanceNormalization" not in onnx_detector.op_types
     assert "ReduceSumSquare" in onnx_detector.op_types
 
