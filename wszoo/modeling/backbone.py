@@ -55,7 +55,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.norm1(self.conv1(x)))
         out = self.norm2(self.conv2(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as in Bottleneck
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -96,7 +97,10 @@ class Bottleneck(nn.Module):
         out = self.relu(self.norm1(self.conv1(x)))
         out = self.relu(self.norm2(self.conv2(out)))
         out = self.norm3(self.conv3(out))
-        return self.relu(out + identity)
+        # In place, as MMDetection's ``out += identity``: no fresh image-sized buffer (GroupNorm's
+        # backward needs its input, not this output).
+        out += identity
+        return self.relu(out)
 
 
 class ResNet(nn.Module):
@@ -218,7 +222,7 @@ class FPN(nn.Module):
         laterals = [block(x) for block, x in zip(self.inner_blocks, features)]
         for i in range(len(laterals) - 1, 0, -1):
             upsampled = F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")
-            laterals[i - 1] = laterals[i - 1] + upsampled
+            laterals[i - 1] += upsampled  # in place: the same sum, no fresh buffer
         outs = [block(x) for block, x in zip(self.layer_blocks, laterals)]
         outs.append(F.max_pool2d(outs[-1], 1, stride=2))
         return outs

@@ -105,10 +105,13 @@ def multilevel_roi_align(
         return out
     # Under autocast (thread-local, so absent on the workers) torchvision pools in float32 and
     # casts back: the same is done here, once per level, before the hand-off.
+    # torchvision's kernel reads a contiguous (NCHW) map and copies a channels_last one first:
+    # done here once per level, not once per chunk.
     chunks = []
     for feature, level_rois, index, scale in jobs:
         if feature.dtype not in (torch.float32, torch.float64):
             feature, level_rois = feature.float(), level_rois.float()
+        feature = feature.contiguous()
         pieces = max(1, min(threads, index.numel() // MIN_ROIS_PER_THREAD))
         chunks += [(feature, r, i, scale) for r, i in zip(level_rois.chunk(pieces), index.chunk(pieces))]
     pool, inference_mode = _workers(threads), torch.is_inference_mode_enabled()

@@ -242,6 +242,9 @@ class MMDetRoIHeads(RoIHeads):
         Under ``torch.autocast`` the heads may run in low precision; decoding, NMS, pasting and
         every returned tensor are float32 (or bool / int64).
         """
+        # RoIAlign reads NCHW maps and torchvision's kernels copy a channels_last one on every
+        # call: the box and mask pooling share one copy (a no-op for NCHW maps).
+        features = {name: feature.contiguous() for name, feature in features.items()}
         box_features = self.box_head(self.box_roi_pool(features, proposals, None))
         class_logits, box_regression = self.box_predictor(box_features)
         counts = [p.shape[0] for p in proposals]
