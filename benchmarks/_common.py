@@ -100,3 +100,18 @@ def parse_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 512x768, got {text!r}") from None
     return height, width
+
+
+def agreement(reference: list[dict], candidate: list[dict]) -> float:
+    """Fraction of the reference detections matched (same label, IoU >= 0.9)."""
+    from torchvision.ops import box_iou
+
+    matched = total = 0
+    for ref, cand in zip(reference, candidate):
+        total += len(ref["boxes"])
+        if len(ref["boxes"]) == 0 or len(cand["boxes"]) == 0:
+            continue
+        iou = box_iou(ref["boxes"].float().cpu(), cand["boxes"].float().cpu())
+        same = ref["labels"].cpu()[:, None] == cand["labels"].cpu()[None, :]
+        matched += int(((iou >= 0.9) & same).any(dim=1).sum())
+    return matched / total if total else 1.0

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import median, parse_size, print_environment, print_table
+from _common import agreement, median, parse_size, print_environment, print_table
 
 import wszoo
 from wszoo.modeling import roi_align
@@ -69,21 +69,6 @@ def images_of(size: tuple[int, int], count: int, seed: int, device: str) -> list
         if index % 2:
             out[-1] = out[-1].flip(-1)
     return out
-
-
-def agreement(reference: list[dict], candidate: list[dict]) -> float:
-    """Fraction of the reference detections matched (same label, IoU >= 0.9)."""
-    from torchvision.ops import box_iou
-
-    matched = total = 0
-    for ref, cand in zip(reference, candidate):
-        total += len(ref["boxes"])
-        if len(ref["boxes"]) == 0 or len(cand["boxes"]) == 0:
-            continue
-        iou = box_iou(ref["boxes"].float().cpu(), cand["boxes"].float().cpu())
-        same = ref["labels"].cpu()[:, None] == cand["labels"].cpu()[None, :]
-        matched += int(((iou >= 0.9) & same).any(dim=1).sum())
-    return matched / total if total else 1.0
 
 
 def sync(device: str) -> None:

@@ -9,32 +9,45 @@ repository root::
 
 Per variant it builds MMDetection's detector from its own config with deterministic random
 weights that give many detections (``parity.mmdet_parity.prepare_variant``), converts them into
-wszoo's model, and times, interleaved (alternating which goes first, medians over rounds, the
-same torch thread count):
+wszoo's model, and times, interleaved (medians over rounds, the same torch thread count):
 
 * ``mmdet``: ``mmdet.apis.inference_detector`` on the BGR image (its test pipeline, model,
   and binary masks at the image's size);
 * ``wszoo``: the wszoo model on the RGB image as ``wszoo.Predictor`` and ``wszoo predict``
   build it (``mask_format="bool"``: MMDetection's binary masks, the output compared);
-* ``wszoo probs``: the same with the default ``mask_format="probs"`` (torchvision's float masks).
+* ``wszoo probs``: the same with the default ``mask_format="probs"`` (torchvision's float masks);
+* ``wszoo channels_last``: the ``wszoo`` run with the model in ``torch.channels_last`` (still
+  float32; its convolutions round differently from MMDetection's NCHW ones, so detections agree
+  up to float rounding rather than bit for bit).
 
-It prints seconds per image, the ratio to MMDetection, the peak resident memory one forward adds
+The runs go in a new (seeded) random order every round. It prints seconds per image,
+the ratio of medians to MMDetection and the median of the per-round ratios (each round's runs
+are neighbours in time, so this one is the less exposed to the machine's drifting speed), the
+peak resident memory one forward adds
 (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``; not meaningful on a GPU),
-and the detections' agreement with MMDetection's (count, labels, max |Δbox|, max |Δscore|).
+and the detections' agreement with MMDetection's: the fraction of its detections matched by one
+of the same label at IoU >= 0.9, and row by row (count, labels, max |Δbox|, max |Δscore|, mask
+pixels that differ).
 The photograph is scikit-image's astronaut resized to ``--size`` (the test pipeline then
-resizes it to the configs' 1333x800).
+resizes it to the configs' 1333x800). ``--retain-freed-memory`` first applies
+``wszoo.inference.allocator.retain_freed_memory`` (as ``wszoo predict`` does on the CPU); it is
+process-wide, so MMDetection runs with it too.
+
+    PYTHONPATH=. /work/mmdet_venv/bin/python benchmarks/vs_mmdetection.py --rounds 5 --retain-freed-memory
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import median, parse_size, print_environment, print_table
+from _common import agreement, median, parse_size, print_environment, print_table
 
 
 def _status_kib(field: str) -> int:
@@ -78,11 +91,14 @@ def compare_variant(variant: str, rgb: np.ndarray, rounds: int) -> None:
     runs = {"mmdet": lambda: run_mmdet(mm_model, rgb), "wszoo": _wszoo_run(ws_model, image, "bool")}
     if with_mask:
         runs["wszoo probs"] = _wszoo_run(ws_model, image, "probs")
+    channels_last = copy.deepcopy(ws_model).to(memory_format=torch.channels_last)
+    runs["wszoo channels_last"] = _wszoo_run(channels_last, image, "bool")
     outputs = {key: run() for key, run in runs.items()}  # warm-up
     times: dict[str, list[float]] = {key: [] for key in runs}
     peaks: dict[str, list[float]] = {key: [] for key in runs}
     for round_ in range(rounds):
-        order = list(runs) if round_ % 2 == 0 else list(runs)[::-1]
+        order = list(runs)
+        random.Random(round_).shuffle(order)  # not a rotation: that keeps who follows whom
         for key in order:
             start = time.perf_counter()
             runs[key]()
@@ -92,10 +108,13 @@ def compare_variant(variant: str, rgb: np.ndarray, rounds: int) -> None:
     base = median(times["mmdet"])
     rows = []
     for key in runs:
-        agreement = compare_detections(outputs["mmdet"], outputs[key]).row() if key != "mmdet" else "-"
-        rows.append([key, median(times[key]), median(times[key]) / base, median(peaks[key]), agreement])
+        same = compare_detections(outputs["mmdet"], outputs[key]).row() if key != "mmdet" else "-"
+        matched = agreement([outputs["mmdet"]], [outputs[key]])
+        paired = median([t / m for t, m in zip(times[key], times["mmdet"])])
+        rows.append([key, median(times[key]), median(times[key]) / base, paired, median(peaks[key]), matched, same])
     print(f"\n== {variant}: {len(outputs['mmdet']['boxes'])} MMDetection detections, {rounds} rounds ==")
-    print_table(["run", "s / image", "ratio to mmdet", "peak +MiB", "vs mmdet detections"], rows)
+    headers = ["run", "s / image", "ratio to mmdet", "paired", "peak +MiB", "IoU 0.9 matched", "vs mmdet, row by row"]
+    print_table(headers, rows)
     if with_mask:
         mask = outputs["wszoo"]["masks"]
         print(f"  wszoo bool masks {tuple(mask.shape)}: {mask.numel() * mask.element_size() / 2**20:.0f} MiB")
@@ -106,7 +125,17 @@ def main() -> None:
     parser.add_argument("--variants", default="faster_r50_1x,mask_r50_2x")
     parser.add_argument("--size", type=parse_size, default=(1280, 1920), help="HEIGHTxWIDTH of the photograph")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--retain-freed-memory",
+        action="store_true",
+        help="call wszoo.inference.allocator.retain_freed_memory() first (process-wide: MMDetection gets it too)",
+    )
     args = parser.parse_args()
+    if args.retain_freed_memory:
+        from wszoo.inference.allocator import retain_freed_memory
+
+        if not retain_freed_memory():
+            raise SystemExit("--retain-freed-memory: this C library is not glibc")
 
     from parity.mmdet_parity import load_image, setup
 
@@ -115,7 +144,8 @@ def main() -> None:
     photo = torch.from_numpy(load_image("astronaut")).permute(2, 0, 1)[None].float()
     photo = torch.nn.functional.interpolate(photo, size=(height, width), mode="bilinear")[0]
     rgb = np.ascontiguousarray(photo.round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
-    print_environment({"image": f"{height}x{width}", "threads": torch.get_num_threads()})
+    allocator = "retained (both)" if args.retain_freed_memory else "default"
+    print_environment({"image": f"{height}x{width}", "threads": torch.get_num_threads(), "allocator": allocator})
 
     for variant in args.variants.split(","):
         compare_variant(variant, rgb, args.rounds)

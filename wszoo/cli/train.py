@@ -10,6 +10,9 @@ import argparse
 import json
 from typing import Optional
 
+import torch
+
+from ..inference.allocator import retain_freed_memory
 from ..training import distributed as dist_utils
 from ..training.api import run_eval, run_train
 from ..training.engine import SCHEDULES
@@ -163,6 +166,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
+        retain_freed_memory()  # this process is ours: reuse activations' pages (faster forwards)
     metrics = run_eval(
         images=args.images,
         ann=args.ann,
