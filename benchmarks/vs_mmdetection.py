@@ -31,17 +31,24 @@ pixels that differ).
 The photograph is scikit-image's astronaut resized to ``--size`` (the test pipeline then
 resizes it to the configs' 1333x800). ``--retain-freed-memory`` first applies
 ``wszoo.inference.allocator.retain_freed_memory`` (as ``wszoo predict`` does on the CPU); it is
-process-wide, so MMDetection runs with it too.
+process-wide, so MMDetection runs with it too. ``--as-shipped`` compares the two as they ship
+instead, each in its own processes taking turns (``--rounds`` processes per side, ``--repeats``
+forwards each after a warm-up): MMDetection with the default allocator, wszoo with the retained
+one (what ``wszoo predict`` and ``wszoo eval`` set on the CPU).
 
     PYTHONPATH=. /work/mmdet_venv/bin/python benchmarks/vs_mmdetection.py --rounds 5 --retain-freed-memory
+    PYTHONPATH=. /work/mmdet_venv/bin/python benchmarks/vs_mmdetection.py --as-shipped --rounds 4
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -120,6 +127,55 @@ def compare_variant(variant: str, rgb: np.ndarray, rounds: int) -> None:
         print(f"  wszoo bool masks {tuple(mask.shape)}: {mask.numel() * mask.element_size() / 2**20:.0f} MiB")
 
 
+def _photo(size: tuple[int, int]) -> np.ndarray:
+    from parity.mmdet_parity import load_image
+
+    photo = torch.from_numpy(load_image("astronaut")).permute(2, 0, 1)[None].float()
+    photo = torch.nn.functional.interpolate(photo, size=size, mode="bilinear")[0]
+    return np.ascontiguousarray(photo.round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+
+
+def shipped_child(variant: str, run: str, size: tuple[int, int], repeats: int) -> None:
+    """One process of ``--as-shipped``: prints a JSON line with the seconds of each forward."""
+    from parity.mmdet_parity import prepare_variant, run_mmdet, setup
+    from wszoo.inference.allocator import retain_freed_memory
+
+    setup()
+    rgb = _photo(size)
+    mm_model, ws_model = prepare_variant(variant)
+    if run == "mmdet":
+        fn = lambda: run_mmdet(mm_model, rgb)  # noqa: E731
+    else:
+        retain_freed_memory()  # as wszoo predict and wszoo eval do on the CPU
+        fn = _wszoo_run(ws_model, torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), "bool")
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"times": times}))
+
+
+def compare_as_shipped(variant: str, args: argparse.Namespace) -> None:
+    """Each side in its own processes, taking turns: MMDetection with the default allocator,
+    wszoo with the retained one, as each ships."""
+    size = f"{args.size[0]}x{args.size[1]}"
+    per_round: dict[str, list[float]] = {"mmdet": [], "wszoo": []}
+    for round_ in range(args.rounds):
+        for run in ("mmdet", "wszoo") if round_ % 2 == 0 else ("wszoo", "mmdet"):
+            command = [sys.executable, __file__, "--shipped-child", run, "--variants", variant, "--size", size]
+            out = subprocess.run([*command, "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
+            per_round[run].append(median(json.loads(out.stdout.strip().splitlines()[-1])["times"]))
+    base = median(per_round["mmdet"])
+    rows = [
+        [run, median(times), median(times) / base, median([t / m for t, m in zip(times, per_round["mmdet"])])]
+        for run, times in per_round.items()
+    ]
+    print(f"\n== {variant}, as shipped: {args.rounds} processes each, {args.repeats} forwards per process ==")
+    print_table(["run", "s / image", "ratio to mmdet", "paired"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="faster_r50_1x,mask_r50_2x")
@@ -130,20 +186,34 @@ def main() -> None:
         action="store_true",
         help="call wszoo.inference.allocator.retain_freed_memory() first (process-wide: MMDetection gets it too)",
     )
+    parser.add_argument(
+        "--as-shipped",
+        action="store_true",
+        help="time each side in its own processes: MMDetection's default allocator against wszoo's retained one",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="forwards per process with --as-shipped")
+    parser.add_argument("--shipped-child", choices=("mmdet", "wszoo"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.shipped_child:
+        shipped_child(args.variants, args.shipped_child, args.size, args.repeats)
+        return
+    if args.as_shipped:
+        print_environment({"image": f"{args.size[0]}x{args.size[1]}", "allocator": "mmdet default, wszoo retained"})
+        for variant in args.variants.split(","):
+            compare_as_shipped(variant, args)
+        print(f"\nload average at the end: {os.getloadavg()}")
+        return
     if args.retain_freed_memory:
         from wszoo.inference.allocator import retain_freed_memory
 
         if not retain_freed_memory():
             raise SystemExit("--retain-freed-memory: this C library is not glibc")
 
-    from parity.mmdet_parity import load_image, setup
+    from parity.mmdet_parity import setup
 
     setup()
     height, width = args.size
-    photo = torch.from_numpy(load_image("astronaut")).permute(2, 0, 1)[None].float()
-    photo = torch.nn.functional.interpolate(photo, size=(height, width), mode="bilinear")[0]
-    rgb = np.ascontiguousarray(photo.round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+    rgb = _photo(args.size)
     allocator = "retained (both)" if args.retain_freed_memory else "default"
     print_environment({"image": f"{height}x{width}", "threads": torch.get_num_threads(), "allocator": allocator})
 
