@@ -4,10 +4,11 @@ PyTorch allocates CPU tensors with the C library's ``malloc``. glibc serves ever
 its mmap threshold (at most 32 MiB, and a detector at 800x1216 has dozens of such activations:
 one 256-channel map at stride 4 is 62 MB) with a fresh ``mmap`` and returns it to the kernel on
 ``free``. The next forward maps it again and the kernel zeroes it page by page on first touch:
-a Mask R-CNN R-50 forward at 800x1216 takes about 840,000 page faults (3.3 GB of zeroed pages)
-this way. Telling glibc to serve large blocks from its heap and to keep what is freed turns
-that into a few thousand; ``benchmarks/cpu_allocator.py`` measures what it saves. The price is
-that the process keeps its peak memory mapped until it exits.
+a Mask R-CNN R-50 forward at 800x1216 takes nearly a million page faults (about 4 GB of zeroed
+pages) this way. Telling glibc to serve large blocks from its heap and to keep what is freed
+(``mallopt``, https://man7.org/linux/man-pages/man3/mallopt.3.html) turns that into about
+20,000, and the forward into 0.72x of its time; ``benchmarks/cpu_allocator.py`` measures it.
+The price is that the process keeps its peak memory (14% more here) until it exits.
 
 This is process-wide, so the library never does it on import: ``wszoo predict`` and
 ``wszoo eval`` do it when they run on the CPU (the process is theirs), and a program of yours
