@@ -117,7 +117,7 @@ def test_exported_graphs_equal_the_eager_model(exported):
             # R-50 (random stand-in weights) is below float32's reach at 1e-3 px / 1e-4: eager
             # itself, against the same model run in float64, is off by up to 2.4e-3 px and
             # 1.5e-4, and PyTorch's two CPU convolutions (oneDNN or not) differ by 3.8e-3 px and
-            # 1.8e-4. onnxruntime (GroupNorm exported by wszoo.export, see _onnx_translations) is
+            # 1.8e-4. onnxruntime (GroupNorm exported by wszoo.onnx_group_norm) is
             # as close to float64 as eager is; measured against eager: boxes within 1.8e-3 px,
             # scores within 1.4e-4, every detection matched.
             assert_same_detections(onnx(image(shape))[0], want, box_tol=4e-3, score_tol=3e-4)

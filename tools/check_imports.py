@@ -14,6 +14,14 @@ from pathlib import Path
 
 # Kept out of ``import wszoo``: imported inside the functions that need them.
 OPTIONAL = ("pycocotools", "huggingface_hub", "cv2", "onnx", "onnxruntime", "onnxscript")
+# wszoo's modules that import an optional dependency at the top: imported inside functions too.
+NEEDS_OPTIONAL = ("wszoo.onnx_group_norm",)
+
+
+def _optional(target: str) -> bool:
+    return target.split(".")[0] in OPTIONAL or any(target == m or target.startswith(m + ".") for m in NEEDS_OPTIONAL)
+
+
 PACKAGE = "wszoo"
 
 
@@ -58,7 +66,7 @@ def import_graph(root: Path, package: str = PACKAGE) -> tuple[dict[str, set[str]
                 targets = _resolve(node, name, path.name == "__init__.py")
             else:
                 continue
-            if id(node) in in_function and not all(t.split(".")[0] in OPTIONAL for t in targets):
+            if id(node) in in_function and not all(_optional(t) for t in targets):
                 nested.append(f"{path}:{node.lineno}: import inside a function: {ast.unparse(node)}")
             for target in targets:
                 if target in modules and target != name:

@@ -114,56 +114,11 @@ def save_program(program: ExportedProgram, path: Union[str, os.PathLike]) -> Pat
 
 
 def _onnx_translations() -> dict:
-    """The exporter's ATen-to-ONNX translations that wszoo replaces (needs onnxscript).
+    """The exporter's ATen-to-ONNX translations that wszoo replaces (needs onnxscript): GroupNorm,
+    whose default lowering loses precision in onnxruntime (see :mod:`wszoo.onnx_group_norm`)."""
+    from .onnx_group_norm import group_norm
 
-    ``aten.group_norm``, ``aten.native_group_norm``: torchlib lowers GroupNorm to
-    ``InstanceNormalization`` over ``(N, groups, -1)``, whose statistics onnxruntime's CPU kernel
-    sums in float32 over all of a group's elements at once (C/G x H x W: 15,360 for the stem of
-    a 97x413 image at scale 320x256, half a million at full scale). Its standard deviation is
-    then off by up to ~2e-5 at the stem, about 35 times PyTorch's error, at each of a ResNet-50 FPN's
-    65 GroupNorms, and the detections move by up to 6e-3 px. Here the statistics are reduced
-    one axis at a time (over W, then H, then the group's channels), so no single float32 sum is
-    longer than a row, and match PyTorch's precision; with the affine folded into one
-    multiply-add, a whole R-50 graph runs as fast as with ``InstanceNormalization``.
-    """
-    from onnxscript import opset18 as op
-
-    def normalize(input, weight, bias, group: int, eps: float):  # noqa: A002 - ATen's names
-        rank = len(input.shape)
-        # (N, C, *spatial) -> (N, group, C / group, *spatial)
-        grouped_shape = op.Concat(
-            op.Shape(input, start=0, end=1), op.Constant(value_ints=[group, -1]), op.Shape(input, start=2), axis=0
-        )
-        grouped = op.Reshape(input, grouped_shape)
-        inner_axes = list(range(rank, 1, -1))  # W, then H, ..., then the group's channels
-        mean = grouped
-        for axis in inner_axes:
-            mean = op.ReduceMean(mean, op.Constant(value_ints=[axis]), keepdims=1)
-        centered = op.Sub(grouped, mean)
-        # Sums of squares along W, then means: var * W (W: the last axis's length).
-        var = op.ReduceSumSquare(centered, op.Constant(value_ints=[rank]), keepdims=1)
-        for axis in inner_axes[1:]:
-            var = op.ReduceMean(var, op.Constant(value_ints=[axis]), keepdims=1)
-        var = op.Div(var, op.CastLike(op.Shape(grouped, start=-1), var))
-        rstd = op.Reciprocal(op.Sqrt(op.Add(var, op.CastLike(op.Constant(value_float=eps), var))))
-        # The affine folded into one multiply-add per element: centered * (rstd * weight) + bias.
-        channel_shape = op.Constant(value_ints=[1, group, -1] + [1] * (rank - 2))  # like grouped
-        factor = rstd if weight is None else op.Mul(rstd, op.Reshape(op.CastLike(weight, rstd), channel_shape))
-        out = op.Mul(centered, factor)
-        if bias is not None:
-            out = op.Add(out, op.Reshape(op.CastLike(bias, out), channel_shape))
-        out = op.Reshape(out, op.Shape(input))
-        stats_shape = op.Concat(op.Shape(input, start=0, end=1), op.Constant(value_ints=[group]), axis=0)
-        return out, op.Reshape(mean, stats_shape), op.Reshape(rstd, stats_shape)
-
-    # The signatures are ATen's (the exporter matches them by name).
-    def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5, cudnn_enabled: bool = True):  # noqa: A002
-        return normalize(input, weight, bias, num_groups, eps)[0]
-
-    def native_group_norm(input, weight=None, bias=None, N=None, C=None, HxW=None, group: int = 1, eps: float = 1e-5):  # noqa: A002, N803
-        return normalize(input, weight, bias, group, eps)
-
-    return {torch.ops.aten.group_norm.default: group_norm, torch.ops.aten.native_group_norm.default: native_group_norm}
+    return {torch.ops.aten.group_norm.default: group_norm}
 
 
 def export_onnx(
